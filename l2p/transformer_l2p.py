@@ -1,0 +1,228 @@
+"""`L2PTransformer2DModel`: Z-Image's DiT fed with RGB patches and finished by the Detailer Head.
+
+Built by subclassing diffusers' `ZImageTransformer2DModel`, so its blocks, refiners, embedders, padding,
+attention dispatch and gradient checkpointing are diffusers' own. What changes (reference section 3):
+- the patch embedder reads RGB: `all_x_embedder["{p}-1"]` = Linear(3 p^2 -> dim), p from the config;
+- there is no final layer and no unpatchify: the real (unpadded) image tokens out of the last block become
+  a (dim, H/p, W/p) feature map for the Detailer Head (`local_decoder`), which predicts every pixel;
+- RoPE is computed on the fly (`l2p.rope.RotaryPositions`), so grids past Z-Image's table work.
+
+Conventions as in the release: pixels in [-1, 1]; t in [0, 1] with 1 = clean; the output is x0 - noise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from accelerate import init_empty_weights
+from diffusers import ModelMixin, ZImageTransformer2DModel  # noqa: F401 (see below)
+from diffusers.configuration_utils import register_to_config
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+from .checkpoint import check_state_dict, read_state_dict, resolve_checkpoint_file
+from .detailer_head import DetailerHead
+from .rope import RotaryPositions
+from .sizes import check_image_size
+
+# `DiffusionPipeline.from_pretrained` finds how to load a component defined outside diffusers by looking
+# up its base classes (`ModelMixin`) in the component's module, so that name must be importable from here.
+__all__ = ["L2PTransformer2DModel", "ModelMixin"]
+
+# Config entries the pixel model shares with its latent source; everything else is pixel-specific.
+SOURCE_CONFIG_KEYS = (
+    "dim",
+    "n_layers",
+    "n_refiner_layers",
+    "n_heads",
+    "n_kv_heads",
+    "norm_eps",
+    "qk_norm",
+    "cap_feat_dim",
+    "rope_theta",
+    "t_scale",
+    "axes_dims",
+    "axes_lens",
+)
+
+
+class L2PTransformer2DModel(ZImageTransformer2DModel):
+    """The L2P pixel-space DiT. Defaults are the release's full 1K model (545 tensors, 6.17B parameters).
+
+    Args beyond Z-Image's:
+        patch_size: pixels per token side (16 for 1K; 64 at 4K and 128 at 8K in the high-resolution release).
+        in_channels: image channels (3).
+        detailer_channels: the Detailer Head's encoder widths, outermost first.
+        trained_grid: tokens per axis the model was trained at (64 for the 1K release); the reference point
+            for RoPE extrapolation.
+    """
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        patch_size: int = 16,
+        in_channels: int = 3,
+        dim: int = 3840,
+        n_layers: int = 30,
+        n_refiner_layers: int = 2,
+        n_heads: int = 30,
+        n_kv_heads: int = 30,
+        norm_eps: float = 1e-5,
+        qk_norm: bool = True,
+        cap_feat_dim: int = 2560,
+        rope_theta: float = 256.0,
+        t_scale: float = 1000.0,
+        axes_dims: tuple[int, ...] = (32, 48, 48),
+        axes_lens: tuple[int, ...] = (1024, 512, 512),
+        detailer_channels: tuple[int, ...] = (64, 128, 256, 512),
+        trained_grid: int = 64,
+    ):
+        if patch_size % 2 ** len(detailer_channels):
+            raise ValueError(
+                f"patch_size {patch_size} must be a multiple of 2**len(detailer_channels) = "
+                f"{2 ** len(detailer_channels)}, so that every valid image size pools down evenly in the head"
+            )
+        # Build Z-Image's modules without its own config registration (ours, above, is the config).
+        ZImageTransformer2DModel.__init__.__wrapped__(
+            self,
+            all_patch_size=(patch_size,),
+            all_f_patch_size=(1,),
+            in_channels=in_channels,
+            dim=dim,
+            n_layers=n_layers,
+            n_refiner_layers=n_refiner_layers,
+            n_heads=n_heads,
+            n_kv_heads=n_kv_heads,
+            norm_eps=norm_eps,
+            qk_norm=qk_norm,
+            cap_feat_dim=cap_feat_dim,
+            rope_theta=rope_theta,
+            t_scale=t_scale,
+            axes_dims=list(axes_dims),
+            axes_lens=list(axes_lens),
+        )
+        del self.all_final_layer  # pixels come out of the Detailer Head instead
+        self.local_decoder = DetailerHead(dim, detailer_channels, in_channels=in_channels, out_channels=in_channels)
+        self.rope_embedder = RotaryPositions(rope_theta, axes_dims)
+
+    # -- construction -----------------------------------------------------------------------------------
+    @classmethod
+    def from_source(cls, source_transformer: ZImageTransformer2DModel, patch_size: int = 16, **head_config):
+        """A pixel model initialised from a latent Z-Image DiT, as the release does.
+
+        Every source tensor whose name and shape match is copied exactly; the RGB embedder and the Detailer
+        Head keep their fresh default initialisation. The model takes the source's device and dtype.
+        `head_config` sets other config values (`detailer_channels`, `trained_grid`).
+        """
+        config = {key: source_transformer.config[key] for key in SOURCE_CONFIG_KEYS}
+        model = cls(patch_size=patch_size, **config, **head_config)
+        reference = next(source_transformer.parameters())
+        model.to(device=reference.device, dtype=reference.dtype)
+        own = model.state_dict()
+        shared = {
+            key: tensor
+            for key, tensor in source_transformer.state_dict().items()
+            if key in own and own[key].shape == tensor.shape
+        }
+        model.load_state_dict(shared, strict=False)
+        return model
+
+    @classmethod
+    def from_single_file(
+        cls,
+        path_or_hub_id: str | os.PathLike,
+        filename: str | None = None,
+        torch_dtype: torch.dtype | None = None,
+        config: dict | str | os.PathLike | None = None,
+    ):
+        """Load a checkpoint in the release's single-file layout (e.g. `model-1k-merge.safetensors`).
+
+        `path_or_hub_id` is a file, a folder holding `filename`, or a Hub repository id. `config` is a dict
+        or a folder with config.json, for checkpoints of another size than the release's full 1K model.
+        Tensors are cast to `torch_dtype` (float32 when omitted, as in diffusers).
+        """
+        path = resolve_checkpoint_file(path_or_hub_id, filename)
+        with init_empty_weights():
+            model = cls.from_config(_read_config(config))
+        state = read_state_dict(path)
+        check_state_dict(state, model.state_dict(), source=str(path))
+        dtype = torch_dtype or torch.float32
+        model.load_state_dict({key: tensor.to(dtype) for key, tensor in state.items()}, strict=True, assign=True)
+        return model.eval()
+
+    # -- forward ----------------------------------------------------------------------------------------
+    def _run_block(self, block, *args):
+        if torch.is_grad_enabled() and self.gradient_checkpointing:
+            return self._gradient_checkpointing_func(block, *args)
+        return block(*args)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: list[torch.Tensor],
+        return_dict: bool = True,
+    ):
+        """Predict x0 - noise for a batch of noisy images.
+
+        Args:
+            hidden_states: (B, C, H, W) noisy pixels x_t in [-1, 1]; H and W multiples of the patch size.
+            timestep: (B,) in [0, 1], 1 = clean.
+            encoder_hidden_states: B caption feature tensors (L_i, cap_feat_dim), lengths may differ.
+        """
+        batch, _, height, width = hidden_states.shape
+        patch = self.config.patch_size
+        check_image_size(height, width, patch)
+        if len(encoder_hidden_states) != batch:
+            raise ValueError(f"got {len(encoder_hidden_states)} caption feature tensors for a batch of {batch} images")
+        device = hidden_states.device
+
+        adaln_input = self.t_embedder(timestep * self.t_scale).type_as(hidden_states)
+        images = list(hidden_states.unsqueeze(2).unbind(0))  # Z-Image's patchify takes (C, F, H, W) items
+        x, captions, _, x_pos_ids, cap_pos_ids, x_pad_mask, cap_pad_mask = self.patchify_and_embed(
+            images, list(encoder_hidden_states), patch, 1
+        )
+
+        x_seqlens = [len(item) for item in x]
+        x = self.all_x_embedder[f"{patch}-1"](torch.cat(x, dim=0))
+        x, x_freqs, x_mask, _, _ = self._prepare_sequence(
+            list(x.split(x_seqlens, dim=0)), x_pos_ids, x_pad_mask, self.x_pad_token, None, device
+        )
+        for block in self.noise_refiner:
+            x = self._run_block(block, x, x_mask, x_freqs, adaln_input)
+
+        cap_seqlens = [len(item) for item in captions]
+        captions = self.cap_embedder(torch.cat(captions, dim=0))
+        captions, cap_freqs, cap_mask, _, _ = self._prepare_sequence(
+            list(captions.split(cap_seqlens, dim=0)), cap_pos_ids, cap_pad_mask, self.cap_pad_token, None, device
+        )
+        for block in self.context_refiner:
+            captions = self._run_block(block, captions, cap_mask, cap_freqs)
+
+        unified, unified_freqs, unified_mask, _ = self._build_unified_sequence(
+            x, x_freqs, x_seqlens, None, captions, cap_freqs, cap_seqlens, None, None, None, None, None, False, device
+        )
+        for block in self.layers:
+            unified = self._run_block(block, unified, unified_mask, unified_freqs, adaln_input)
+
+        # Each item's sequence starts with its real image tokens in row-major order; padding follows them,
+        # so slicing the real count (not the padded one) works for any token count.
+        grid_h, grid_w = height // patch, width // patch
+        features = unified[:, : grid_h * grid_w].reshape(batch, grid_h, grid_w, -1).permute(0, 3, 1, 2)
+        sample = self.local_decoder(hidden_states, features)
+        return Transformer2DModelOutput(sample=sample) if return_dict else (sample,)
+
+
+def _read_config(config) -> dict:
+    """The config for `from_single_file`: the release's full size when None."""
+    if config is None:
+        return {}
+    if isinstance(config, dict):
+        return config
+    folder = Path(config)
+    with open(folder / "config.json" if folder.is_dir() else folder) as handle:
+        return json.load(handle)

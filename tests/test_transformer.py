@@ -1,0 +1,126 @@
+"""L2PTransformer2DModel: the release layout, construction from a latent source, freezing, any size."""
+
+import pytest
+import torch
+from accelerate import init_empty_weights
+
+import tiny
+from l2p import L2PTransformer2DModel, freeze_for_transfer
+
+RELEASE_HEAD_SHAPES = {
+    "enc1.0": (64, 3, 3, 3), "enc2.0": (128, 64, 3, 3), "enc3.0": (256, 128, 3, 3), "enc4.0": (512, 256, 3, 3),
+    "bottleneck.0": (512, 4352, 1, 1), "out_conv": (3, 64, 1, 1),
+    "up4.1": (512, 512, 3, 3), "dec4.0": (256, 1024, 3, 3), "up3.1": (256, 256, 3, 3), "dec3.0": (128, 512, 3, 3),
+    "up2.1": (128, 128, 3, 3), "dec2.0": (64, 256, 3, 3), "up1.1": (64, 64, 3, 3), "dec1.0": (64, 128, 3, 3),
+}
+
+
+def full_size_models():
+    from diffusers import ZImageTransformer2DModel
+
+    with init_empty_weights():
+        return ZImageTransformer2DModel(), L2PTransformer2DModel()
+
+
+def test_full_size_state_dict_is_the_release_layout():
+    source, pixel = full_size_models()
+    pixel_state, source_state = pixel.state_dict(), source.state_dict()
+    assert len(pixel_state) == 545
+    # The release = diffusers' default Z-Image minus the final layer, with an RGB embedder and the head.
+    expected = {k: tuple(v.shape) for k, v in source_state.items() if not k.startswith(("all_final_layer", "all_x_embedder"))}
+    expected["all_x_embedder.16-1.weight"] = (3840, 768)
+    expected["all_x_embedder.16-1.bias"] = (3840,)
+    for name, shape in RELEASE_HEAD_SHAPES.items():
+        expected[f"local_decoder.{name}.weight"] = shape
+        expected[f"local_decoder.{name}.bias"] = (shape[0],)
+    assert {k: tuple(v.shape) for k, v in pixel_state.items()} == expected
+    total = sum(p.numel() for p in pixel.parameters())
+    assert abs(total / 1e9 - 6.17) < 0.01
+
+
+def test_trainable_counts_for_both_policies_at_full_size():
+    _, pixel = full_size_models()
+    total = sum(p.numel() for p in pixel.parameters())
+    release = freeze_for_transfer(pixel, n_shallow=5, policy="release")
+    # Reference: about 2.55B of 6.17B (41%) train in the release.
+    assert abs(release / 1e9 - 2.55) < 0.01 and abs(release / total - 0.41) < 0.01
+    frozen_middle = sum(p.numel() for block in pixel.layers[5:25] for p in block.parameters())
+    assert release == total - frozen_middle
+    paper = freeze_for_transfer(pixel, n_shallow=5, policy="paper")
+    block = sum(p.numel() for p in pixel.layers[0].parameters())
+    embedder = sum(p.numel() for p in pixel.all_x_embedder.parameters())
+    head = sum(p.numel() for p in pixel.local_decoder.parameters())
+    assert paper == 10 * block + embedder + head
+    assert 9e6 < head < 13e6  # "about 10M parameters"
+
+
+def test_freeze_rejects_bad_arguments():
+    model = tiny.pixel_transformer()
+    with pytest.raises(ValueError, match="n_shallow=3 is too large for a model of 4 blocks"):
+        freeze_for_transfer(model, n_shallow=3)
+    with pytest.raises(ValueError, match="unknown freeze policy"):
+        freeze_for_transfer(model, policy="everything")
+    assert freeze_for_transfer(model, n_shallow=2) == sum(p.numel() for p in model.parameters())
+
+
+def test_from_source_copies_matching_tensors_exactly_and_initialises_the_rest():
+    source = tiny.source_transformer(seed=3)
+    pixel = L2PTransformer2DModel.from_source(source, patch_size=16, detailer_channels=(8, 8, 16, 16), trained_grid=16)
+    source_state, pixel_state = source.state_dict(), pixel.state_dict()
+    copied = [k for k in pixel_state if k in source_state]
+    assert len(copied) == len(pixel_state) - 2 - 28  # all but the RGB embedder and the head's 28 tensors
+    for key in copied:
+        assert torch.equal(pixel_state[key], source_state[key]), key
+    assert pixel.all_x_embedder["16-1"].weight.shape == (64, 768)
+    assert pixel.config.dim == source.config.dim and pixel.config.n_layers == source.config.n_layers
+
+
+def test_frozen_blocks_do_not_move_in_an_optimizer_step():
+    torch.manual_seed(0)
+    model = tiny.pixel_transformer().train()
+    trainable = freeze_for_transfer(model, n_shallow=1, policy="release")
+    assert trainable == sum(p.numel() for p in model.parameters()) - sum(
+        p.numel() for block in model.layers[1:3] for p in block.parameters()
+    )
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    image = torch.randn(1, 3, 32, 48)
+    out = model(image, torch.tensor([0.3]), [torch.randn(5, tiny.TEXT_DIM)]).sample
+    out.square().mean().backward()
+    optimizer.step()
+    after = model.state_dict()
+    for key in before:
+        moved = not torch.equal(before[key], after[key])
+        middle = key.startswith(("layers.1.", "layers.2."))
+        if middle:
+            assert not moved, key
+    assert not torch.equal(before["local_decoder.out_conv.weight"], after["local_decoder.out_conv.weight"])
+    assert not torch.equal(before["layers.0.feed_forward.w1.weight"], after["layers.0.feed_forward.w1.weight"])
+
+
+@pytest.mark.parametrize("height,width", [(272, 400), (16, 16), (48, 176)])
+def test_any_multiple_of_the_patch_works_and_batching_is_exact(height, width):
+    """Token counts that are not multiples of 32, in a batch with captions of different lengths, give the
+    same prediction as each item alone: padding and masks never leak into the image."""
+    model = tiny.pixel_transformer(seed=1)
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, height, width)
+    t = torch.tensor([0.2, 0.7])
+    captions = [torch.randn(7, tiny.TEXT_DIM), torch.randn(40, tiny.TEXT_DIM)]
+    with torch.no_grad():
+        batched = model(images, t, captions).sample
+        alone = [model(images[i : i + 1], t[i : i + 1], [captions[i]]).sample for i in range(2)]
+    assert batched.shape == (2, 3, height, width)
+    for i in range(2):
+        torch.testing.assert_close(batched[i : i + 1], alone[i], atol=2e-5, rtol=1e-4)
+
+
+def test_sizes_off_the_patch_grid_name_the_nearest_valid_ones():
+    model = tiny.pixel_transformer()
+    with pytest.raises(ValueError, match=r"height 100 is not a multiple of 16 \(nearest valid: 96 or 112\)"):
+        model(torch.randn(1, 3, 100, 64), torch.tensor([0.5]), [torch.randn(3, tiny.TEXT_DIM)])
+
+
+def test_patch_size_must_pool_evenly_in_the_head():
+    with pytest.raises(ValueError, match="multiple of 2\\*\\*len\\(detailer_channels\\)"):
+        L2PTransformer2DModel(patch_size=8, detailer_channels=(8, 8, 8, 8), **tiny.DIT)
