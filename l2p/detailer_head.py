@@ -4,9 +4,16 @@ L2P drops the DiT's final layer and unpatchify. Instead, the image tokens leavin
 out as a feature map at 1/p of the image size, and this U-Net, running over the whole noisy image x_t,
 fuses them in at its bottleneck and predicts every pixel. The module and key names follow the release
 (`enc1..4`, `bottleneck`, `up1..4`, `dec1..4`, `out_conv`) so that its checkpoint loads unchanged.
+
+At 8K the head's full-resolution activations (tens of channels over 67M pixels) can dominate peak memory, so
+it can also run in overlapping tiles (`tile_size`): each tile is computed with a halo as wide as the head's
+receptive field, on crops aligned to its pooling grid, and only its core is kept, so the stitched result is
+the untiled one (up to float rounding).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
@@ -43,14 +50,87 @@ class DetailerHead(nn.Module):
             )
             self.add_module(f"dec{level}", nn.Sequential(nn.Conv2d(c_up * 2, c_out, 3, padding=1), nn.SiLU()))
         self.out_conv = nn.Conv2d(channels[0], out_channels, 1)
+        self.tile_size: int | None = None  # run in tiles of this many pixels per side (None: whole image)
 
     @property
     def downsampling(self) -> int:
         """How many pixels per side one bottleneck cell covers."""
         return 2**self.num_levels
 
-    def forward(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """image: (B, C, H, W) noisy pixels; features: (B, feature_dim, h, w) DiT feature map."""
+    @property
+    def receptive_radius(self) -> int:
+        """How far (in pixels) an output pixel can see into the input, for the worst alignment.
+
+        4 * (2**num_levels - 1): at level l (cells of 2**(l-1) pixels) the encoder conv, the pooling window,
+        the up conv and the decoder conv each widen the view; found by propagating index sets through the
+        layers and checked against the untiled forward in tests.
+        """
+        return 4 * (self.downsampling - 1)
+
+    @property
+    def tile_halo(self) -> int:
+        """The margin each tile is computed with: the receptive radius rounded up to the pooling grid."""
+        return math.ceil(self.receptive_radius / self.downsampling) * self.downsampling
+
+    def enable_tiling(self, tile_size: int | None) -> None:
+        """Run the head in tiles of `tile_size` pixels per side (a multiple of `downsampling`); None turns it off."""
+        if tile_size is not None:
+            self._check_tile_size(tile_size)
+        self.tile_size = tile_size
+
+    def disable_tiling(self) -> None:
+        self.tile_size = None
+
+    def _check_tile_size(self, tile_size) -> None:
+        if not isinstance(tile_size, int) or tile_size < 1 or tile_size % self.downsampling:
+            raise ValueError(
+                f"tile_size must be a positive multiple of the head's pooling grid {self.downsampling}, got {tile_size!r}"
+            )
+
+    def forward(self, image: torch.Tensor, features: torch.Tensor, tile_size: int | None = None) -> torch.Tensor:
+        """image: (B, C, H, W) noisy pixels; features: (B, feature_dim, h, w) DiT feature map.
+
+        `tile_size` (or the `tile_size` attribute, see `enable_tiling`) runs the head in overlapping tiles of
+        that many pixels per side, for less peak memory at the same result.
+        """
+        tile_size = tile_size if tile_size is not None else self.tile_size
+        height, width = image.shape[-2:]
+        if tile_size is None or (tile_size >= height and tile_size >= width):
+            return self._forward_whole(image, features)
+        self._check_tile_size(tile_size)
+        return self._forward_tiled(image, features, tile_size)
+
+    def _forward_tiled(self, image: torch.Tensor, features: torch.Tensor, tile_size: int) -> torch.Tensor:
+        grid = self.downsampling
+        height, width = image.shape[-2:]
+        if height % grid or width % grid:
+            raise ValueError(f"tiled Detailer Head needs image sides that are multiples of {grid}, got {height}x{width}")
+        bottleneck_size = (height // grid, width // grid)
+        if features.shape[-2:] != bottleneck_size:
+            # Resize once over the whole map, as the untiled forward does, then crop per tile.
+            features = F.interpolate(features, size=bottleneck_size, mode="nearest")
+        halo = self.tile_halo
+        output = None
+        for top in range(0, height, tile_size):
+            bottom = min(top + tile_size, height)
+            crop_top, crop_bottom = max(0, top - halo), min(height, bottom + halo)
+            for left in range(0, width, tile_size):
+                right = min(left + tile_size, width)
+                crop_left, crop_right = max(0, left - halo), min(width, right + halo)
+                # Crop edges are multiples of the pooling grid, so every max-pool window matches the whole
+                # image's, and the halo covers the receptive field, so the core sees what it would untiled.
+                tile = self._forward_whole(
+                    image[..., crop_top:crop_bottom, crop_left:crop_right],
+                    features[..., crop_top // grid : crop_bottom // grid, crop_left // grid : crop_right // grid],
+                )
+                if output is None:
+                    output = tile.new_empty(*image.shape[:-3], tile.shape[-3], height, width)
+                output[..., top:bottom, left:right] = tile[
+                    ..., top - crop_top : bottom - crop_top, left - crop_left : right - crop_left
+                ]
+        return output
+
+    def _forward_whole(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         skips = []
         x = image
         for level in range(1, self.num_levels + 1):
