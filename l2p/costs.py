@@ -5,8 +5,10 @@ come from a small model fitted, per pipeline, to what `l2p.bench` measured on re
 `docs/benchmarks/*.json` file, `CostModel.from_benchmarks`) or to a quick measurement on this machine
 (`CostModel.calibrate`); nothing here is a guess:
 
-- time per step ~ a + b * tokens + c * tokens**2: the linear layers and the per-token work grow with the
-  token count, attention with its square;
+- time per step ~ a + b * tokens + c * tokens**2 + d * pixels: the linear layers and the per-token work grow
+  with the token count, attention with its square, and full-resolution work (the Detailer Head) with the
+  pixels; d is what lets "pixel_hr" grow from 4K to 8K at a constant 64x64 token grid (for the 16-px models
+  tokens and pixels are proportional and the simpler of the two equivalent fits is kept);
 - peak memory ~ a + b * pixels + c * tokens**2: weights and fixed buffers, full-resolution activations (the
   Detailer Head, the VAE decoder, the noisy image), and attention scores when attention is not
   memory-efficient (c comes out about zero when it is);
@@ -38,17 +40,17 @@ HR_MIN_SIDE = 4096
 HR_BASE_PATCH = 64
 
 
-def hr_patch_size(width: int, height: int) -> int | None:
+def hr_patch_size(width: int, height: int, min_side: int = HR_MIN_SIDE, base_patch: int = HR_BASE_PATCH) -> int | None:
     """The high-resolution model's patch for an image, or None below 4K (where the 16-px model is the one).
 
     The release keeps the DiT grid at 64 tokens per side: patch 64 at 4K, 128 at 8K. Here the patch doubles
     from 64 until the long side fits in 64 tokens, so the patch stays a power of two (as the Detailer Head's
-    pooling needs).
+    pooling needs). `min_side` and `base_patch` move the rule (tests use it at tiny sizes).
     """
     longest = max(width, height)
-    if longest < HR_MIN_SIDE:
+    if longest < min_side:
         return None
-    return HR_BASE_PATCH * 2 ** max(0, math.ceil(math.log2(longest / HR_MIN_SIDE)))
+    return base_patch * 2 ** max(0, math.ceil(math.log2(longest / min_side)))
 
 
 def token_count(width: int, height: int, pixels_per_token: int) -> int:
@@ -111,15 +113,16 @@ def fit_nonnegative(features: np.ndarray, targets: np.ndarray) -> np.ndarray:
 class PipelineCosts:
     """Fitted costs of one pipeline. `pixels_per_token` is None for "pixel_hr" (its patch follows the size)."""
 
-    step: tuple[float, float, float]  # seconds: a + b * tokens + c * tokens**2
+    step: tuple[float, float, float, float]  # seconds: a + b * tokens + c * tokens**2 + d * pixels
     memory: tuple[float, float, float]  # bytes: a + b * pixels + c * tokens**2
     text_encode_s: float
     vae_decode: tuple[float, float] = (0.0, 0.0)  # seconds: a + b * pixels (source only)
     pixels_per_token: int | None = 16
+    hr_rule: tuple[int, int] = (HR_MIN_SIDE, HR_BASE_PATCH)  # pixel_hr: (min_side, base_patch) of hr_patch_size
     measured_sizes: list[tuple[int, int]] = field(default_factory=list)
 
     def tokens(self, width: int, height: int) -> int:
-        patch = self.pixels_per_token or hr_patch_size(width, height) or 16
+        patch = self.pixels_per_token or hr_patch_size(width, height, *self.hr_rule) or self.hr_rule[1]
         return token_count(width, height, patch)
 
 
@@ -127,6 +130,9 @@ class CostModel:
     """Per-pipeline time and memory model fitted to benchmark records (see the module docstring)."""
 
     def __init__(self, pipelines: dict[str, PipelineCosts], memory_limit_bytes: int | None = None, device: str = ""):
+        unknown = set(pipelines) - set(PIPELINES)
+        if unknown:
+            raise ValueError(f"unknown pipeline(s) {sorted(unknown)}; expected some of {list(PIPELINES)}")
         self.pipelines = pipelines
         self.memory_limit_bytes = memory_limit_bytes
         self.device = device
@@ -134,10 +140,18 @@ class CostModel:
     # -- construction -----------------------------------------------------------------------------------
     @classmethod
     def from_records(
-        cls, records: list[dict], memory_limit_bytes: int | None = None, device: str = ""
+        cls,
+        records: list[dict],
+        memory_limit_bytes: int | None = None,
+        device: str = "",
+        hr_rule: tuple[int, int] = (HR_MIN_SIDE, HR_BASE_PATCH),
     ) -> "CostModel":
         """Fit to `l2p.bench` records (dicts with at least pipeline, width, height, step_s, text_encode_s,
-        peak_memory_bytes, status; `tokens`, `patch_size` and `vae_decode_s` where known)."""
+        peak_memory_bytes, status; `tokens`, `pixels_per_token` and `vae_decode_s` where known).
+
+        Only "ok" records are used. `hr_rule` is the (min_side, base_patch) of `hr_patch_size` the
+        "pixel_hr" records were measured with.
+        """
         grouped: dict[str, list[dict]] = {}
         for record in records:
             if record.get("status", "ok") != "ok" or record.get("step_s") is None:
@@ -149,15 +163,15 @@ class CostModel:
         for name, group in grouped.items():
             if name not in PIPELINES:
                 raise ValueError(f"unknown pipeline {name!r} in the records; expected one of {list(PIPELINES)}")
-            pixels_per_token = None if name == "pixel_hr" else int(group[0].get("pixels_per_token") or group[0].get("patch_size") or 16)
+            pixels_per_token = None if name == "pixel_hr" else int(group[0].get("pixels_per_token") or 16)
             pixels = np.array([r["width"] * r["height"] for r in group], dtype=np.float64)
-            tokens = np.array([_record_tokens(r, pixels_per_token) for r in group], dtype=np.float64)
+            tokens = np.array([_record_tokens(r, pixels_per_token, hr_rule) for r in group], dtype=np.float64)
             ones = np.ones_like(pixels)
-            step = fit_nonnegative(np.stack([ones, tokens, tokens**2], 1), [r["step_s"] for r in group])
+            step = fit_nonnegative(np.stack([ones, tokens, tokens**2, pixels], 1), [r["step_s"] for r in group])
             memory_records = [r for r in group if r.get("peak_memory_bytes")]
             if memory_records:
                 m_pixels = np.array([r["width"] * r["height"] for r in memory_records], dtype=np.float64)
-                m_tokens = np.array([_record_tokens(r, pixels_per_token) for r in memory_records], dtype=np.float64)
+                m_tokens = np.array([_record_tokens(r, pixels_per_token, hr_rule) for r in memory_records], dtype=np.float64)
                 memory = fit_nonnegative(
                     np.stack([np.ones_like(m_pixels), m_pixels, m_tokens**2], 1),
                     [r["peak_memory_bytes"] for r in memory_records],
@@ -178,6 +192,7 @@ class CostModel:
                 text_encode_s=float(np.median(encodes)) if encodes else 0.0,
                 vae_decode=tuple(float(v) for v in vae),
                 pixels_per_token=pixels_per_token,
+                hr_rule=tuple(hr_rule),
                 measured_sizes=sorted({(r["width"], r["height"]) for r in group}),
             )
         return cls(pipelines, memory_limit_bytes, device)
@@ -190,8 +205,12 @@ class CostModel:
         if isinstance(data, list):
             return cls.from_records(data)
         meta = data.get("meta", {})
+        hr = meta.get("hr_rule") or {}
         return cls.from_records(
-            data["records"], memory_limit_bytes=meta.get("memory_limit_bytes"), device=meta.get("device", "")
+            data["records"],
+            memory_limit_bytes=meta.get("memory_limit_bytes"),
+            device=meta.get("device", ""),
+            hr_rule=(hr.get("min_side", HR_MIN_SIDE), hr.get("base_patch", HR_BASE_PATCH)),
         )
 
     @classmethod
@@ -224,8 +243,8 @@ class CostModel:
         tokens = costs.tokens(width, height)
         pixels = width * height
         batch = 2 if cfg else 1
-        a, b, c = costs.step
-        step_s = a + b * tokens + c * tokens**2
+        a, b, c, d = costs.step
+        step_s = a + b * tokens + c * tokens**2 + d * pixels
         seconds = costs.text_encode_s * batch + steps * step_s * batch
         if pipeline == "source":
             seconds += costs.vae_decode[0] + costs.vae_decode[1] * pixels
@@ -241,8 +260,9 @@ class CostModel:
         }
 
 
-def _record_tokens(record: dict, pixels_per_token: int | None) -> int:
+def _record_tokens(record: dict, pixels_per_token: int | None, hr_rule=(HR_MIN_SIDE, HR_BASE_PATCH)) -> int:
     if record.get("tokens"):
         return int(record["tokens"])
-    patch = pixels_per_token or record.get("patch_size") or hr_patch_size(record["width"], record["height"]) or 16
-    return token_count(record["width"], record["height"], int(patch))
+    width, height = record["width"], record["height"]
+    patch = pixels_per_token or record.get("pixels_per_token") or hr_patch_size(width, height, *hr_rule) or hr_rule[1]
+    return token_count(width, height, int(patch))
