@@ -186,9 +186,9 @@ def build_pipeline(spec: dict, pipeline: str, width: int, height: int, device, d
     if spec["scale"] == "tiny":
         source_path, pixel_path = _tiny_spec_paths(spec)
         if pipeline == "source":
-            pipe = ZImagePipeline.from_pretrained(source_path, torch_dtype=dtype)
+            pipe = ZImagePipeline.from_pretrained(source_path, dtype=dtype)
         else:
-            pipe = L2PPipeline.from_pretrained(pixel_path, torch_dtype=dtype)
+            pipe = L2PPipeline.from_pretrained(pixel_path, dtype=dtype)
             if pipeline == "pixel_hr":
                 base = pipe.transformer
                 hr_patch = spec_hr_patch(spec, width, height)
@@ -477,6 +477,7 @@ def measure_case(
     warmup_steps: int = 1,
     generation_steps: int = 2,
     matmul_peak: float | None = None,
+    flops: bool = True,
 ) -> dict:
     """Measure one (size, pipeline) case with `pipe` already on `device`; returns the record's measured fields.
 
@@ -518,15 +519,17 @@ def measure_case(
 
         # 3. One denoising step: the first warm-up counts FLOPs, then the timed calls.
         step = _step_inputs(pipe, pipeline, width, height, prompt_embeds, device)
-        with _native_attention(transformer):
-            record["flops_per_step"] = count_flops(step)
-        record["flops_method"] = FLOPS_METHOD
-        for _ in range(max(0, warmup_steps - 1)):
+        record["flops_per_step"] = None
+        if flops:
+            with _native_attention(transformer):
+                record["flops_per_step"] = count_flops(step)
+            record["flops_method"] = FLOPS_METHOD
+        for _ in range(max(0, warmup_steps - 1 if flops else warmup_steps)):
             step()
         times = [_timed(step, device) for _ in range(max(1, timed_steps))]
         record["step_s"] = statistics.median(times)
         record["step_times_s"] = times
-        if matmul_peak:
+        if matmul_peak and flops:
             record["achieved_fraction_of_peak"] = record["flops_per_step"] / record["step_s"] / matmul_peak
 
         # 4. The VAE decode of the source's latents (as ZImagePipeline does it).
@@ -537,17 +540,23 @@ def measure_case(
             latents = torch.randn(1, vae.config.latent_channels, height // factor, width // factor, device=device, dtype=vae.dtype)
             latents = latents / vae.config.scaling_factor + vae.config.shift_factor
             decode = lambda: vae.decode(latents, return_dict=False)  # noqa: E731
-            record["vae_decode_flops"] = count_flops(decode)
+            if flops:
+                record["vae_decode_flops"] = count_flops(decode)
+            else:
+                decode()
             record["vae_decode_s"] = statistics.median(_timed(decode, device) for _ in range(max(1, timed_steps)))
     record["status"] = "ok"
     return record
 
 
-def measure_in_process(pipes: dict, sizes, timed_steps: int = 1, warmup_steps: int = 1, generation_steps: int = 1) -> list[dict]:
+def measure_in_process(
+    pipes: dict, sizes, timed_steps: int = 1, warmup_steps: int = 1, generation_steps: int = 1, flops: bool = False
+) -> list[dict]:
     """Measure already-built pipelines (name -> pipeline) at `sizes` in this process (used by `CostModel.calibrate`).
 
     Sizes are ints (square) or (width, height). Peak memory is reset per case (CPU: the RSS high-water mark), so
     every pipeline resident in this process counts in every case, as it does in an app that holds them all.
+    FLOPs are not counted unless asked (counting costs an extra step).
     """
     records = []
     for size in sizes:
@@ -556,7 +565,7 @@ def measure_in_process(pipes: dict, sizes, timed_steps: int = 1, warmup_steps: i
             device = pipe._execution_device
             records.append(
                 measure_case(pipe, name, width, height, device, timed_steps=timed_steps, warmup_steps=warmup_steps,
-                             generation_steps=generation_steps)
+                             generation_steps=generation_steps, flops=flops)
             )
     return records
 

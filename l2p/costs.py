@@ -226,7 +226,8 @@ class CostModel:
         records = bench.measure_in_process(
             {"source": source_pipe, "pixel": pixel_pipe}, sizes, timed_steps=steps, warmup_steps=1
         )
-        return cls.from_records(records, memory_limit_bytes=bench.device_memory_bytes(), device=bench.device_name())
+        device = pixel_pipe._execution_device
+        return cls.from_records(records, memory_limit_bytes=bench.device_memory_bytes(device), device=bench.device_name(device))
 
     # -- use ----------------------------------------------------------------------------------------------
     def estimate(self, pipeline: str, width: int, height: int, steps: int, cfg: bool) -> Estimate:
