@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import gc
 import json
 import math
 import os
@@ -730,7 +731,7 @@ def run_benchmark(
             fits = memory_limit is None or estimate["estimated_peak_memory_bytes"] <= memory_limit
             log(f"[bench] {label}: estimated peak {estimate['estimated_peak_memory_bytes'] / 2**30:.2f} GiB "
                 f"(weights {estimate['weights_bytes'] / 2**30:.2f} GiB)" + ("" if fits else ": does not fit"))
-            records.append(_unmeasured(base, estimate, "ok" if fits else "does not fit", "dry run: not measured"))
+            records.append(_unmeasured(base, estimate, "estimate only" if fits else "does not fit", "dry run: not measured"))
             continue
         if memory_limit is not None and estimate["estimated_peak_memory_bytes"] > memory_limit:
             log(f"[bench] {label}: does not fit (estimated {estimate['estimated_peak_memory_bytes'] / 2**30:.2f} GiB "
@@ -765,7 +766,7 @@ def run_benchmark(
         records.append(record)
         log(f"[bench] {label}: step {record['step_s'] * 1e3:.1f} ms, peak {record['peak_memory_bytes'] / 2**20:.0f} MiB"
             + (f", VAE decode {record['vae_decode_s'] * 1e3:.1f} ms" if record.get("vae_decode_s") else ""))
-    built.clear()
+    _release(built, device)
     shared.clear()
 
     meta = {
@@ -799,20 +800,25 @@ def _measure_here(spec, pipeline, width, height, device, dtype, shared, built, a
                   timed_steps, warmup_steps, generation_steps, matmul_peak) -> dict:
     """One case in this process, keeping only the pipeline being measured (and the text encoder) resident."""
     key = (pipeline, spec_hr_patch(spec, width, height) if pipeline == "pixel_hr" else None)
-    if key not in built:
-        built.clear()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        pipe = build_pipeline(spec, pipeline, width, height, device, dtype, shared)
-        _configure(pipe, pipeline, attention, detailer_tile)
-        built[key] = pipe
     try:
+        if key not in built:
+            _release(built, device)
+            pipe = build_pipeline(spec, pipeline, width, height, device, dtype, shared)
+            _configure(pipe, pipeline, attention, detailer_tile)
+            built[key] = pipe
         return measure_case(built[key], pipeline, width, height, device, timed_steps=timed_steps,
                             warmup_steps=warmup_steps, generation_steps=generation_steps, matmul_peak=matmul_peak)
     except torch.cuda.OutOfMemoryError as error:
-        built.clear()
-        torch.cuda.empty_cache()
+        _release(built, device)
         return {"status": "does not fit", "note": f"out of memory at run time ({str(error).splitlines()[0]})"}
+
+
+def _release(built: dict, device) -> None:
+    """Drop the pipelines held for earlier cases (pipelines hold reference cycles: collect them too)."""
+    built.clear()
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _unmeasured(base: dict, estimate: dict, status: str, note: str) -> dict:
@@ -900,6 +906,7 @@ def markdown_table(result: dict) -> str:
             f"| {_fmt_seconds(r.get('vae_decode_s'))} | {_fmt_bytes(r.get('peak_memory_bytes'))} | {memory} "
             f"| {_fmt_bytes(r.get('estimated_peak_memory_bytes'))} | {'' if flops is None else f'{flops / 1e9:.2f}'} | {'' if fraction is None else f'{fraction:.1%}'} | {status} |"
         )
+    lines += _targets(records)
     if result.get("skipped"):
         lines += ["", "Skipped (predicted time over the budget of "
                   f"{meta['time_budget_s']:.0f} s per case):"]
@@ -908,6 +915,26 @@ def markdown_table(result: dict) -> str:
               "patch and head. \"est. peak\" is the analytic estimate (parameters + activations) that decides "
               "\"does not fit\" before a case runs; \"of peak\" is FLOPs per step / step time / measured matmul peak."]
     return "\n".join(lines) + "\n"
+
+
+def _targets(records: list[dict]) -> list[str]:
+    """The issue's targets, checked where this run has the numbers (they are meant for full scale on a GPU)."""
+    ok = {(r["pipeline"], r["width"], r["height"]): r for r in records if r["status"] == "ok"}
+    lines = []
+    source, hr = ok.get(("source", 4096, 4096)), ok.get(("pixel_hr", 4096, 4096))
+    if source and hr:
+        step = hr["step_s"] / source["step_s"]
+        memory = hr["peak_memory_bytes"] / source["peak_memory_bytes"]
+        lines.append(f"- 4K step, pixel_hr (patch {hr['patch_size']}) / source: {step:.4f} = 1/{1 / step:.1f} "
+                     f"(target <= 1/43: {'met' if step <= 1 / 43 else 'not met'})")
+        lines.append(f"- 4K peak memory, pixel_hr / source: {memory:.3f} (target <= 0.61: {'met' if memory <= 0.61 else 'not met'})")
+    hr8 = next((r for r in records if r["pipeline"] == "pixel_hr" and max(r["width"], r["height"]) == 8192), None)
+    if hr8:
+        peak = hr8["peak_memory_bytes"] or hr8.get("estimated_peak_memory_bytes")
+        kind = "measured" if hr8["peak_memory_bytes"] else "estimated"
+        lines.append(f"- 8K pixel_hr peak memory ({kind}): {_fmt_bytes(peak)} "
+                     f"(target: fits in 48 GB: {'met' if peak <= 48e9 else 'not met'})")
+    return ["", "Targets (issue 6):", *lines] if lines else []
 
 
 def plot(result: dict, path: Path) -> bool:
