@@ -1,0 +1,96 @@
+"""Resolution presets, aspect ratios and RoPE choices of the demo, as sizes both pipelines accept.
+
+A preset names the image's long side: 1K = 1024 px, 2K, 4K, 8K, plus "native", the loaded pixel model's own
+size (patch size x trained token grid: 256 px for the embedded tiny model, 1024 for the 1K release). The
+short side follows the aspect ratio. Both sides are snapped to `Geometry.multiple`, the least common
+multiple of what the pixel model (its patch) and the latent source (VAE factor x latent patch) accept, so
+the same size runs in both pipelines and the two images of a comparison line up pixel for pixel.
+
+"Native" versus "zero-shot" follows `l2p.rope`: positions are scaled isotropically from the longer side, so
+a size is native when its longer side spans at most `trained_grid` tokens, and zero-shot beyond that.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+NATIVE = "native"
+# Long side in pixels.
+PRESET_SIDES = {"1K": 1024, "2K": 2048, "4K": 4096, "8K": 8192}
+PRESETS = (NATIVE, *PRESET_SIDES)
+ASPECT_RATIOS = {"1:1": (1, 1), "4:3": (4, 3), "3:4": (3, 4), "16:9": (16, 9), "9:16": (9, 16)}
+# "auto" picks DyPE past the trained grid and plain positions inside it; "none" never rescales.
+ROPE_CHOICES = ("auto", "none", "pi", "ntk", "yarn", "dype")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What sizes the loaded pair of models accept and where their trained grid ends.
+
+    patch_size: pixels per token of the pixel model.
+    trained_grid: tokens per axis the pixel model was trained at (the latent source's grid, by design).
+    source_pixels_per_token: VAE factor x latent patch of the source (16 for Z-Image).
+    """
+
+    patch_size: int
+    trained_grid: int
+    source_pixels_per_token: int = 16
+
+    @property
+    def multiple(self) -> int:
+        return math.lcm(self.patch_size, self.source_pixels_per_token)
+
+    @property
+    def native_side(self) -> int:
+        return self.patch_size * self.trained_grid
+
+    @property
+    def source_native_side(self) -> int:
+        return self.source_pixels_per_token * self.trained_grid
+
+
+def snap(value: float, multiple: int) -> int:
+    """The nearest positive multiple of `multiple`."""
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+def long_side(preset: str, geometry: Geometry) -> int:
+    if preset == NATIVE:
+        return geometry.native_side
+    if preset not in PRESET_SIDES:
+        raise ValueError(f"unknown resolution preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return PRESET_SIDES[preset]
+
+
+def image_size(preset: str, aspect_ratio: str, geometry: Geometry) -> tuple[int, int]:
+    """(width, height) of a preset at an aspect ratio, both multiples of `geometry.multiple`."""
+    if aspect_ratio not in ASPECT_RATIOS:
+        raise ValueError(f"unknown aspect ratio {aspect_ratio!r}; choose one of {', '.join(ASPECT_RATIOS)}")
+    side = snap(long_side(preset, geometry), geometry.multiple)
+    across, down = ASPECT_RATIOS[aspect_ratio]
+    if across >= down:
+        return side, snap(side * down / across, geometry.multiple)
+    return snap(side * across / down, geometry.multiple), side
+
+
+def is_native(width: int, height: int, patch_size: int, trained_grid: int) -> bool:
+    """True when the longer side spans no more tokens than the model was trained at."""
+    return math.ceil(max(width, height) / patch_size) <= trained_grid
+
+
+def resolve_rope(choice: str, width: int, height: int, patch_size: int, trained_grid: int) -> str | None:
+    """The strategy to run with: "auto" is DyPE past the trained grid and plain positions inside it."""
+    if choice not in ROPE_CHOICES:
+        raise ValueError(f"unknown RoPE strategy {choice!r}; choose one of {', '.join(ROPE_CHOICES)}")
+    if choice == "auto":
+        return None if is_native(width, height, patch_size, trained_grid) else "dype"
+    return None if choice == "none" else choice
+
+
+def preset_label(preset: str, geometry: Geometry) -> str:
+    """E.g. "4K · 4096 px · zero-shot" (long side; native or zero-shot for the loaded model)."""
+    side = long_side(preset, geometry)
+    status = "native" if side <= geometry.native_side else "zero-shot"
+    name = "Native" if preset == NATIVE else preset
+    return f"{name} · {side} px · {status}"
