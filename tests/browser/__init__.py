@@ -1,0 +1,1 @@
+"""Helpers for the app's end-to-end and browser tests: serving app.py in a subprocess, driving Chromium."""

@@ -1,0 +1,86 @@
+"""Serve `app.py` in a subprocess on a free port, on tiny models saved from tests/tiny.py, and stop it after."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+APP = REPO / "app.py"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def save_tiny_models(folder: Path) -> Path:
+    """`folder/tiny-source` and `folder/tiny-l2p`, laid out as the embedded assets are (same text encoder)."""
+    import tiny
+
+    if not (folder / "tiny-l2p" / "model_index.json").is_file():
+        tiny.source_pipeline().save_pretrained(folder / "tiny-source")
+        tiny.pixel_pipeline().save_pretrained(folder / "tiny-l2p")
+    return folder
+
+
+def app_environment(work_dir: Path, port: int, **settings: str) -> dict[str, str]:
+    """The environment for app.py: offline, quiet, on `port`, one thread unless L2P_TEST_THREADS says more."""
+    threads = os.environ.get("L2P_TEST_THREADS", "1")
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("L2P_")}
+    environment.update(
+        GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False",
+        GRADIO_TEMP_DIR=str(work_dir / "gradio-tmp"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS=threads,
+        MKL_NUM_THREADS=threads, PYTHONUNBUFFERED="1",
+    )
+    environment.update(settings)
+    return environment
+
+
+@contextlib.contextmanager
+def serve_app(work_dir: Path, timeout: float = 240.0, **settings: str):
+    """Start app.py with the given L2P_* settings, yield its URL once it answers, stop it afterwards.
+
+    The working directory is `work_dir`, so Gradio's caches land there and not in the repository.
+    """
+    port = free_port()
+    log_path = work_dir / f"app-{port}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(APP)], cwd=work_dir, env=app_environment(work_dir, port, **settings),
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"app.py exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{url}/config", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"app.py did not answer within {timeout:.0f} s:\n{log_path.read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def log_of(work_dir: Path) -> str:
+    return "\n".join(path.read_text() for path in sorted(work_dir.glob("app-*.log")))

@@ -1,0 +1,384 @@
+"""The demo's logic (l2p.demo and its helpers) on tiny models: sizes, seeds, previews, estimates, every input
+check, failures, cancelling, configuration and loading."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFilter
+
+import tiny
+from browser.server import save_tiny_models
+from l2p.compare import detail_box, matching_crops, measure
+from l2p.costs import CostModel
+from l2p.demo import (
+    BUILD_COMMAND,
+    MAX_SEED,
+    CompareResult,
+    Demo,
+    DemoConfig,
+    DemoError,
+    GenerateResult,
+    MissingAssets,
+    Preview,
+    Request,
+    SourceDone,
+    load_models,
+    x0_preview,
+)
+from l2p.presets import PRESETS, Geometry, image_size, is_native, preset_label, resolve_rope
+from l2p.spectrum import high_frequency_share, radial_power_spectrum
+
+STEPS = 2
+GIB = 2**30
+
+
+def synthetic_costs(memory_limit=2 * GIB):
+    """A deterministic cost model: 1 ms + 1 µs per token a step; 100 MB + 100 bytes per pixel at the peak."""
+    records = []
+    for pipeline in ("pixel", "source"):
+        for side in (128, 256, 512):
+            tokens = (side // 16) ** 2
+            records.append(dict(
+                pipeline=pipeline, width=side, height=side, step_s=1e-3 + 1e-6 * tokens, text_encode_s=0.01,
+                peak_memory_bytes=int(1e8 + 100 * side * side), vae_decode_s=1e-3 if pipeline == "source" else None,
+                pixels_per_token=16,
+            ))
+    return CostModel.from_records(records, memory_limit_bytes=memory_limit, device="test")
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    return save_tiny_models(tmp_path_factory.mktemp("assets"))
+
+
+@pytest.fixture(scope="module")
+def demo(assets):
+    config = DemoConfig(assets=str(assets), steps=STEPS)
+    return Demo(load_models(config), config, synthetic_costs(), "synthetic")
+
+
+def run(iterator):
+    events = list(iterator)
+    return events[:-1], events[-1]
+
+
+# -- sizes ----------------------------------------------------------------------------------------------------
+def test_presets_are_long_sides_snapped_to_both_pipelines():
+    geometry = Geometry(patch_size=16, trained_grid=16)
+    assert image_size("native", "1:1", geometry) == (256, 256)
+    assert image_size("native", "16:9", geometry) == (256, 144)
+    assert image_size("native", "9:16", geometry) == (144, 256)
+    assert image_size("native", "4:3", geometry) == (256, 192)
+    assert image_size("4K", "16:9", geometry) == (4096, 2304)
+    assert image_size("8K", "3:4", geometry) == (6144, 8192)
+    hr = Geometry(patch_size=64, trained_grid=64)  # a 4K-native model: sizes are multiples of 64
+    assert hr.native_side == 4096 and hr.source_native_side == 1024
+    for preset in PRESETS:
+        for aspect in ("1:1", "4:3", "3:4", "16:9", "9:16"):
+            width, height = image_size(preset, aspect, hr)
+            assert width % 64 == 0 and height % 64 == 0
+    assert preset_label("4K", hr) == "4K · 4096 px · native"
+    assert preset_label("8K", hr) == "8K · 8192 px · zero-shot"
+    assert preset_label("native", geometry) == "Native · 256 px · native"
+
+
+def test_auto_rope_is_dype_only_past_the_trained_grid():
+    assert is_native(256, 144, 16, 16) and not is_native(272, 16, 16, 16)
+    assert resolve_rope("auto", 256, 256, 16, 16) is None
+    assert resolve_rope("auto", 512, 256, 16, 16) == "dype"
+    assert resolve_rope("none", 4096, 4096, 16, 16) is None
+    assert resolve_rope("yarn", 256, 256, 16, 16) == "yarn"
+    with pytest.raises(ValueError, match="unknown RoPE strategy"):
+        resolve_rope("rotary", 256, 256, 16, 16)
+
+
+def test_default_size_is_the_models_native_size(demo):
+    assert demo.geometry.native_side == 256
+    assert demo.size(demo.defaults.preset, demo.defaults.aspect_ratio) == (256, 256)
+    assert [value for _, value in demo.preset_choices()] == list(PRESETS)
+    assert demo.preset_choices()[0][0] == "Native · 256 px · native"
+    assert demo.preset_choices()[1][0] == "1K · 1024 px · zero-shot"
+
+
+# -- generate ---------------------------------------------------------------------------------------------------
+def test_generate_streams_one_preview_per_step_then_the_image_at_the_asked_size(demo):
+    previews, result = run(demo.generate(Request("a red circle", aspect_ratio="4:3", steps=3, guidance=2.0, seed=7)))
+    assert isinstance(result, GenerateResult)
+    assert result.image.size == (256, 192) and (result.width, result.height) == (256, 192)
+    assert result.seed == 7 and result.native and result.rope is None
+    assert [(p.pipeline, p.step, p.total) for p in previews] == [("pixel", 1, 3), ("pixel", 2, 3), ("pixel", 3, 3)]
+    assert all(p.image.size == (256, 192) for p in previews)
+    # The last preview is the final x0, which is the image itself.
+    assert np.array_equal(np.asarray(previews[-1].image), np.asarray(result.image))
+
+
+def test_same_seed_same_image_and_a_random_seed_is_reported(demo):
+    _, first = run(demo.generate(Request("a blue square", steps=STEPS, seed=11)))
+    _, again = run(demo.generate(Request("a blue square", steps=STEPS, seed=11)))
+    assert np.array_equal(np.asarray(first.image), np.asarray(again.image))
+    _, drawn = run(demo.generate(Request("a blue square", steps=STEPS, seed=11, randomize_seed=True)))
+    assert 0 <= drawn.seed <= MAX_SEED
+    _, replayed = run(demo.generate(Request("a blue square", steps=STEPS, seed=drawn.seed)))
+    assert np.array_equal(np.asarray(drawn.image), np.asarray(replayed.image))
+
+
+def test_zero_shot_size_uses_dype_under_auto(demo):
+    _, result = run(demo.generate(Request("a red circle", preset="1K", aspect_ratio="9:16", steps=1, guidance=1.0)))
+    assert result.image.size == (576, 1024) and not result.native and result.rope == "dype"
+
+
+def test_x0_preview_is_downscaled_to_its_long_side():
+    preview = x0_preview(torch.zeros(1, 3, 1024, 2048), side=512)
+    assert preview.size == (512, 256)
+    assert x0_preview(torch.ones(1, 3, 64, 32)).getpixel((0, 0)) == (255, 255, 255)
+
+
+# -- compare ----------------------------------------------------------------------------------------------------
+def test_compare_runs_both_on_the_same_seed_and_measures_every_stage(demo):
+    events, result = run(demo.compare(Request("a red circle left of a blue square", aspect_ratio="16:9", steps=2,
+                                              guidance=2.0, seed=3, source_steps=3, source_guidance=1.0)))
+    assert isinstance(result, CompareResult)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["Preview"] * 3 + ["SourceDone"] + ["Preview"] * 2
+    assert [e.pipeline for e in events if isinstance(e, Preview)] == ["source"] * 3 + ["pixel"] * 2
+    assert isinstance(events[3], SourceDone) and events[3].seed == 3
+    assert result.source_image.size == result.pixel_image.size == (256, 144)
+    assert result.seed == 3 and result.steps == {"source": 3, "pixel": 2}
+    assert result.shares_text_encoder and demo.models.pixel.text_encoder is demo.models.source.text_encoder
+    assert [(s.pipeline, s.stage) for s in result.stages] == [
+        ("shared", "text encoding"), ("source", "denoising"), ("source", "VAE decode"), ("pixel", "denoising")]
+    assert all(s.seconds > 0 and s.peak_bytes > 0 for s in result.stages)
+
+    headers, rows = Demo.cost_table(result)
+    assert headers == ["pipeline", "stage", "time (s)", "ms / step", "peak (MiB)", "working (MiB)"]
+    stages = [(row[0], row[1]) for row in rows]
+    assert stages == [
+        ("latent", "weights"), ("latent", "text encoding (shared)"), ("latent", "denoising × 3"),
+        ("latent", "VAE decode"), ("latent", "total"),
+        ("pixel", "weights"), ("pixel", "text encoding (shared)"), ("pixel", "denoising × 2"),
+        ("pixel", "decode: none (no VAE)"), ("pixel", "total"),
+    ]
+    totals = {row[0]: row[2] for row in rows if row[1] == "total"}
+    assert totals["latent"] == pytest.approx(result.total_seconds("source"), abs=1e-3)
+    assert result.total_seconds("source") > result.stages[1].seconds
+
+    # Crops of one region, enlarged by a whole factor; spectra on a shared frequency axis.
+    left, top, right, bottom = result.crop_box
+    assert right - left == bottom - top == 72 and result.crop_factor == 3
+    assert result.crops["source"].size == result.crops["pixel"].size == (216, 216)
+    crop = result.pixel_image.crop(result.crop_box).resize((216, 216), Image.Resampling.NEAREST)
+    assert np.array_equal(np.asarray(crop), np.asarray(result.crops["pixel"]))
+    rows = Demo.spectrum_rows(result)
+    assert {row["image"] for row in rows} == {"latent source (VAE decoded)", "pixel (L2P)"}
+    assert all(0 < row["cycles per pixel"] <= 0.5 for row in rows)
+    assert set(Demo.high_frequency_shares(result)) == {"source", "pixel"}
+
+
+def test_source_guidance_maps_to_z_image_scale(demo, monkeypatch):
+    seen = {}
+    source = demo.models.source
+    original = type(source).__call__
+
+    def spy(self, *args, **kwargs):
+        seen["guidance_scale"] = kwargs["guidance_scale"]
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(source), "__call__", spy)
+    run(demo.compare(Request("a red circle", steps=1, guidance=1.0, seed=0, source_steps=1, source_guidance=3.0)))
+    # neg + 3 (pos - neg) is Z-Image's pos + 2 (pos - neg).
+    assert seen["guidance_scale"] == pytest.approx(2.0)
+
+
+# -- estimates --------------------------------------------------------------------------------------------------
+def test_estimates_for_every_preset_before_running(demo):
+    rows = demo.preset_rows("1:1", 30, 2.0)
+    assert [row[0] for row in rows] == ["Native", "1K", "2K", "4K", "8K"]
+    assert [row[2] for row in rows] == ["native", "zero-shot", "zero-shot", "zero-shot", "zero-shot"]
+    assert rows[0][1] == "256×256" and rows[-1][1] == "8192×8192"
+    assert rows[-1][4].endswith("(too much)") and not rows[0][4].endswith("(too much)")
+    summary = demo.run_summary(Request("", preset="1K", aspect_ratio="16:9", steps=30, guidance=2.0))
+    assert summary.startswith("1024×576 · zero-shot · RoPE dype · ~")
+    assert demo.gpu_seconds(Request("x", steps=30)) >= 20
+    assert demo.gpu_seconds(Request("x", preset="8K", steps=30)) > demo.gpu_seconds(Request("x", steps=30))
+    assert demo.gpu_seconds(Request("x", preset="8K", steps=30), "compare") > demo.gpu_seconds(Request("x", preset="8K", steps=30))
+
+
+def test_no_cost_model_means_no_estimate_and_no_memory_check(assets):
+    config = DemoConfig(assets=str(assets), steps=STEPS)
+    bare = Demo(load_models(config), config, None, "none")
+    assert bare.estimate("pixel", 256, 256, 2, 2.0) is None
+    assert bare.problems(Request("a red circle", preset="8K")) == {}
+    assert bare.preset_rows("1:1", 2, 2.0)[0][3:] == ["?", "?", "?", "?"]
+    assert bare.gpu_seconds(Request("a", steps=2)) == 120
+
+
+# -- input checks -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "changes, field, message",
+    [
+        (dict(prompt=""), "prompt", "Enter a prompt: it is empty."),
+        (dict(prompt=" \n\t "), "prompt", "Enter a prompt: it is only whitespace."),
+        (dict(prompt="red " * 600), "prompt", "The prompt is 600 tokens long; the text encoder reads at most 507 tokens "
+                                                "of it (512 with its chat template). Shorten it by 93 tokens."),
+        (dict(negative_prompt="red " * 510), "negative_prompt", "The negative prompt is 510 tokens long"),
+        (dict(preset="16K"), "preset", "Unknown resolution preset '16K'; choose one of: native, 1K, 2K, 4K, 8K."),
+        (dict(aspect_ratio="2:1"), "aspect_ratio", "Unknown aspect ratio '2:1'; choose one of: 1:1, 4:3, 3:4, 16:9, 9:16."),
+        (dict(rope="rotary"), "rope", "Unknown RoPE strategy 'rotary'; choose one of: auto, none, pi, ntk, yarn, dype."),
+        (dict(steps=0), "steps", "Steps must be a whole number from 1 to 100, got 0."),
+        (dict(steps=101), "steps", "Steps must be a whole number from 1 to 100, got 101."),
+        (dict(steps=2.5), "steps", "Steps must be a whole number from 1 to 100, got 2.5."),
+        (dict(guidance=-0.5), "guidance", "Guidance must be between 0 and 10, got -0.5."),
+        (dict(guidance=10.5), "guidance", "Guidance must be between 0 and 10, got 10.5."),
+        (dict(guidance=float("nan")), "guidance", "Guidance must be between 0 and 10, got nan."),
+        (dict(seed=-1), "seed", f"Seed must be a whole number from 0 to {MAX_SEED}, got -1."),
+        (dict(preset="8K"), "preset", "8192×8192 needs about 12.6 GiB of memory for the pixel model, more than this "
+                                      "device's 2.0 GiB. Choose a smaller preset."),
+    ],
+)
+def test_every_bad_input_gets_its_own_message(demo, changes, field, message):
+    request = Request(**{"prompt": "a red circle", "steps": 2, "guidance": 2.0, **changes})
+    problems = demo.problems(request)
+    assert list(problems) == [field]
+    assert problems[field].startswith(message)
+    with pytest.raises(DemoError, match="^" + message[:30].replace("(", r"\(").replace("?", r"\?")):
+        next(demo.generate(request))
+
+
+def test_compare_checks_the_source_settings_and_both_memory_estimates(demo):
+    problems = demo.problems(Request("a", steps=2, guidance=2.0, source_steps=0, source_guidance=12.0), "compare")
+    assert problems == {
+        "source_steps": "Source steps must be a whole number from 1 to 100, got 0.",
+        "source_guidance": "Source guidance must be between 0 and 10, got 12.0.",
+    }
+    assert demo.problems(Request("a", steps=2, guidance=2.0, source_steps=2, source_guidance=2.0), "compare") == {}
+    message = demo.problems(Request("a", preset="8K", steps=2, guidance=1.0, source_steps=2, source_guidance=1.0),
+                            "compare")["preset"]
+    assert "needs about" in message and "2.0 GiB" in message
+
+
+def test_random_seed_skips_the_seed_check_and_prompts_outside_the_grammar_are_fine(demo):
+    assert demo.problems(Request("a cat riding a bicycle at dusk", seed=-5, randomize_seed=True)) == {}
+
+
+def test_time_limit_from_the_configuration(assets):
+    config = DemoConfig(assets=str(assets), steps=STEPS, max_seconds=1.0)
+    limited = Demo(load_models(config), config, synthetic_costs(memory_limit=None), "synthetic")
+    assert limited.problems(Request("a", steps=2)) == {}
+    message = limited.problems(Request("a", preset="2K", steps=100))["preset"]
+    assert message.startswith("2048×2048 would take about") and "over this app's limit of 1.0 s" in message
+
+
+# -- failures and cancelling ----------------------------------------------------------------------------------------
+def test_out_of_memory_is_reported_and_the_demo_keeps_working(demo, monkeypatch):
+    transformer = demo.models.pixel.transformer
+
+    def fail(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+    monkeypatch.setattr(transformer, "forward", fail)
+    with pytest.raises(DemoError, match=r"^Out of memory at 256×256 on CPU .*estimate was .*still running"):
+        list(demo.generate(Request("a red circle", steps=STEPS)))
+    monkeypatch.setattr(transformer, "forward", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(DemoError, match=r"^The run failed \(RuntimeError: boom\)"):
+        list(demo.compare(Request("a red circle", steps=STEPS, source_steps=1)))
+    monkeypatch.undo()
+    assert not demo.lock.locked()
+    _, result = run(demo.generate(Request("a red circle", steps=STEPS)))
+    assert result.image.size == (256, 256)
+
+
+def test_closing_a_run_interrupts_the_pipeline(demo):
+    calls = []
+    transformer = demo.models.pixel.transformer
+    transformer.register_forward_pre_hook(lambda *args: calls.append(1))
+    try:
+        stream = demo.generate(Request("a red circle", steps=50, guidance=1.0))
+        first = next(stream)
+        assert isinstance(first, Preview) and first.step == 1
+        stream.close()  # what Gradio does when the user presses Stop
+        assert len(calls) < 50 and not demo.lock.locked()
+    finally:
+        transformer._forward_pre_hooks.clear()
+    cancel = threading.Event()
+    cancel.set()
+    assert list(demo.generate(Request("a red circle", steps=2), cancel)) == []  # cancelled before it started
+
+
+# -- configuration and loading ------------------------------------------------------------------------------------
+def test_configuration_from_yaml_with_environment_on_top(tmp_path):
+    path = tmp_path / "app.yaml"
+    path.write_text("pixel_model: some/pixel\nsteps: 12\nguidance: 3.5\nmcp: true\nexamples: [a red circle, two squares]\n")
+    config = DemoConfig.load({"L2P_CONFIG": str(path), "L2P_STEPS": "9", "L2P_SOURCE_MODEL": "some/source"})
+    assert (config.pixel_model, config.source_model, config.steps, config.guidance) == ("some/pixel", "some/source", 9, 3.5)
+    assert config.mcp and config.examples == ["a red circle", "two squares"] and config.configured
+    assert not DemoConfig.load({}).configured
+    path.write_text("pixel_modle: typo\n")
+    with pytest.raises(SystemExit, match="unknown setting"):
+        DemoConfig.load({"L2P_CONFIG": str(path)})
+    with pytest.raises(SystemExit, match="L2P_STEPS|steps='many'"):
+        DemoConfig.load({"L2P_STEPS": "many"})
+
+
+def test_missing_assets_name_the_build_command(tmp_path):
+    with pytest.raises(MissingAssets) as raised:
+        load_models(DemoConfig(assets=str(tmp_path)))
+    assert BUILD_COMMAND in str(raised.value) and "tiny-l2p" in str(raised.value)
+
+
+def test_unloadable_configured_models_fall_back_to_the_embedded_ones_and_say_why(assets, tmp_path):
+    missing = tmp_path / "no-such-model"
+    models = load_models(DemoConfig(assets=str(assets), pixel_model=str(missing), source_model=str(missing)))
+    assert models.origin == "embedded" and str(missing) in models.notice and "could not be loaded" in models.notice
+    with pytest.raises(MissingAssets, match="could not be loaded"):
+        load_models(DemoConfig(assets=str(tmp_path), pixel_model=str(missing), source_model=str(missing)))
+
+
+def test_configured_folders_load_and_share_the_text_encoder_only_when_it_is_the_same(assets, tmp_path):
+    models = load_models(DemoConfig(pixel_model=str(assets / "tiny-l2p"), source_model=str(assets / "tiny-source")))
+    assert models.origin == "configured" and models.notice is None
+    assert models.shares_text_encoder and models.pixel.text_encoder is models.source.text_encoder
+    other = tiny.pixel_pipeline(seed=1)  # a different text encoder
+    other.save_pretrained(tmp_path / "other-l2p")
+    models = load_models(DemoConfig(pixel_model=str(tmp_path / "other-l2p"), source_model=str(assets / "tiny-source")))
+    assert not models.shares_text_encoder and models.pixel.text_encoder is not models.source.text_encoder
+
+
+def test_toy_examples_for_tiny_models(demo):
+    assert demo.toy and "a red circle left of a blue square" in demo.examples
+    facts = demo.describe()
+    assert facts["origin"] == "embedded" and facts["text_encoder"] == "shared by both pipelines"
+    assert "native 256 px" in facts["pixel"]
+
+
+# -- spectra, crops, measurement ------------------------------------------------------------------------------------
+def test_blurring_moves_spectral_power_out_of_the_high_frequencies():
+    rng = np.random.default_rng(0)
+    sharp = Image.fromarray(rng.integers(0, 256, (128, 192, 3), dtype=np.uint8))
+    blurred = sharp.filter(ImageFilter.GaussianBlur(2))
+    frequencies, power = radial_power_spectrum(sharp)
+    assert frequencies.min() > 0 and frequencies.max() <= 0.5 and len(frequencies) == 64
+    # White noise has a flat spectrum.
+    assert power[5:].std() / power[5:].mean() < 0.2
+    assert high_frequency_share(*radial_power_spectrum(blurred)) < 0.1 * high_frequency_share(frequencies, power)
+
+
+def test_crops_find_the_detailed_region():
+    flat = np.full((256, 256, 3), 128, dtype=np.uint8)
+    flat[160:224, 32:96] = np.indices((64, 64)).sum(0)[..., None] % 2 * 255  # a checkerboard patch
+    image = Image.fromarray(flat)
+    assert detail_box([image, image], 64) == (32, 160, 96, 224)
+    box, factor, crops = matching_crops([image, image], size=64, display=256)
+    assert factor == 4 and crops[0].size == (256, 256)
+    with pytest.raises(ValueError, match="differ in size"):
+        detail_box([image, image.resize((128, 128))], 64)
+
+
+def test_measure_records_time_and_the_memory_a_stage_adds():
+    with measure("pixel", "denoising", "cpu") as cost:
+        block = bytearray(64 * 2**20)
+        block[::4096] = b"x" * len(block[::4096])  # touch every page
+        threading.Event().wait(0.05)
+    del block
+    assert cost.seconds >= 0.05 and cost.working_bytes >= 48 * 2**20 and cost.peak_bytes > cost.start_bytes
