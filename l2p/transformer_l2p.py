@@ -121,7 +121,9 @@ class L2PTransformer2DModel(ZImageTransformer2DModel):
         config = {key: source_transformer.config[key] for key in SOURCE_CONFIG_KEYS}
         model = cls(patch_size=patch_size, **config, **head_config)
         reference = next(source_transformer.parameters())
-        model.to(device=reference.device, dtype=reference.dtype)
+        model.to(reference.device)
+        if reference.dtype != model.dtype:
+            model.to(reference.dtype)
         own = model.state_dict()
         shared = {
             key: tensor

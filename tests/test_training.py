@@ -1,0 +1,128 @@
+"""training/: config checks, multi-process synthesis and training under accelerate, exact resume, merge."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import tiny
+from l2p import L2PPipeline, L2PTransformer2DModel
+from training.config import ConfigError, load_config
+from training.train import TrainConfig, run, validate
+
+ROOT = Path(__file__).resolve().parent.parent
+CPU_CONFIG = ROOT / "training" / "configs" / "accelerate" / "cpu.yaml"
+
+
+@pytest.fixture(scope="module")
+def source_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("source")
+    tiny.source_pipeline().save_pretrained(folder)
+    return folder
+
+
+def pixel_overrides(source_dir, output_dir, **extra):
+    values = {
+        "output_dir": output_dir, "max_steps": 6, "seed": 3, "model.kind": "pixel", "model.source": source_dir,
+        "model.detailer_channels": "[8,8,16,16]", "model.trained_grid": 4, "model.n_shallow": 1,
+        "data.kind": "toy", "data.resolution": 64, "optim.batch_size": 2, "optim.lr": "1e-3",
+        "checkpoint_every": 2, "log_every": 1, "sample_steps": 2, "threads": 1,
+    }
+    values.update(extra)
+    return [f"{key}={value}" for key, value in values.items()]
+
+
+def environment():
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    return env
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (["data.kind=imagefolder", "data.path=/nonexistent/corpus"], "data.path"),
+        (["model.source=/nonexistent/source"], "model.source"),
+        (["model.n_shallow=3"], "model.n_shallow"),
+        (["model.colour=red"], "model.colour"),
+        (["optim.lr=fast"], "optim.lr"),
+    ],
+)
+def test_bad_configs_fail_before_any_work_naming_the_field(source_dir, tmp_path, overrides, field):
+    base = pixel_overrides(source_dir, tmp_path / "run")
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        validate(load_config(TrainConfig, None, base + overrides))
+    assert not (tmp_path / "run").exists()
+
+
+def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(source_dir, tmp_path):
+    straight = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "straight")))
+    command = [sys.executable, "-m", "training.train", *pixel_overrides(source_dir, tmp_path / "killed")]
+    process = subprocess.Popen(command, cwd=ROOT, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "killed" / "checkpoint-0000002").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "killed" / "checkpoint-0000006").exists(), "the run finished before it could be killed"
+    resumed = subprocess.run(command + ["--resume"], cwd=ROOT, env=environment(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stdout
+    expected = load_file(str(straight / "trainable.safetensors"))
+    got = load_file(str(tmp_path / "killed" / "checkpoint-0000006" / "trainable.safetensors"))
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+
+
+def test_frozen_middle_stays_frozen_and_merge_writes_a_loadable_release_file(source_dir, tmp_path):
+    from training.merge import merge
+
+    last = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "run", max_steps=2)))
+    trained = load_file(str(last / "trainable.safetensors"))
+    assert not any(key.startswith(("layers.1.", "layers.2.")) for key in trained)
+    assert any(key.startswith("local_decoder.") for key in trained)
+    merge(last, tmp_path / "merged.safetensors", tmp_path / "pipeline")
+
+    config = L2PPipeline.from_pretrained(tmp_path / "pipeline").transformer.config
+    loaded = L2PTransformer2DModel.from_single_file(tmp_path / "merged.safetensors", config=dict(config))
+    for key, tensor in trained.items():
+        assert torch.equal(loaded.state_dict()[key], tensor), key
+    source = tiny.source_pipeline()
+    torch.testing.assert_close(loaded.state_dict()["layers.1.attention.to_q.weight"], source.transformer.state_dict()["layers.1.attention.to_q.weight"])
+    pipe = L2PPipeline.from_pretrained(tmp_path / "pipeline")
+    image = pipe("a red circle", height=64, width=64, num_inference_steps=2).images[0]
+    assert image.size == (64, 64)
+
+
+def test_two_cpu_processes_synthesize_disjoint_shards_and_train(source_dir, tmp_path):
+    from training.prompts import toy_prompts
+
+    prompts = tmp_path / "prompts.jsonl"
+    assert toy_prompts(5, seed=0, out=prompts) == 5
+    corpus = tmp_path / "corpus"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_CONFIG), "--num_processes", "2", "-m"]
+    synth = subprocess.run(
+        launch + ["training.synthesize", f"source={source_dir}", f"prompts={prompts}", f"output_dir={corpus}",
+                  "seeds_per_prompt=2", "height=64", "width=64", "steps=2", "batch_size=2", "threads=1"],
+        cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=300,
+    )
+    assert synth.returncode == 0, synth.stderr[-3000:]
+    shards = [set((corpus / f"rendered-by-process-{rank}.txt").read_text().split()) for rank in range(2)]
+    records = [json.loads(line) for line in (corpus / "metadata.jsonl").read_text().splitlines()]
+    assert len(records) == 10 and shards[0] and shards[1]
+    assert shards[0].isdisjoint(shards[1]) and shards[0] | shards[1] == {r["file_name"] for r in records}
+    assert all((corpus / r["file_name"]).is_file() for r in records)
+
+    train = subprocess.run(
+        launch + ["training.train", *pixel_overrides(source_dir, tmp_path / "run", max_steps=2, **{"data.kind": "imagefolder", "data.path": corpus})],
+        cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=300,
+    )
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert (tmp_path / "run" / "checkpoint-0000002" / "trainable.safetensors").is_file()

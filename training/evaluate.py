@@ -1,0 +1,149 @@
+"""Evaluate a pipeline folder: toy-world GenEval-style scores, or full-scale benchmark image sets.
+
+    python -m training.evaluate toy assets/tiny-source --prompts 300 --out docs/eval/tiny-source
+    python -m training.evaluate geneval PIPELINE --out outputs/geneval   # GenEval's folder layout
+    python -m training.evaluate dpg PIPELINE --out outputs/dpg           # DPG-Bench's 2x2 grids
+
+The pipeline folder may hold a `ZImagePipeline` (the latent source) or an `L2PPipeline` (the pixel model);
+both get the same prompts and the same seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from diffusers import ZImagePipeline
+from PIL import Image
+
+from l2p import L2PPipeline
+from l2p.toyworld import sample_prompts, score
+
+from .files import atomic_file
+
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def load_pipeline(folder: str | Path):
+    """The pipeline class a folder declares, in float32 (the tiny models run on CPUs)."""
+    index = json.loads((Path(folder) / "model_index.json").read_text())
+    cls = {"ZImagePipeline": ZImagePipeline, "L2PPipeline": L2PPipeline}.get(index["_class_name"])
+    if cls is None:
+        raise ValueError(f"{folder} holds a {index['_class_name']}, not a ZImagePipeline or L2PPipeline")
+    pipe = cls.from_pretrained(folder, dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generation_settings(pipe, guidance: float | None) -> dict:
+    """Same guidance strength for both families: Z-Image writes CFG as pos + s (pos - neg), L2P as
+    neg + s (pos - neg), so Z-Image's s equals L2P's s - 1."""
+    l2p_scale = 2.0 if guidance is None else guidance
+    if isinstance(pipe, L2PPipeline):
+        return {"guidance_scale": l2p_scale}
+    return {"guidance_scale": l2p_scale - 1.0}
+
+
+def native_size(pipe) -> int:
+    if isinstance(pipe, L2PPipeline):
+        return pipe.transformer.config.patch_size * pipe.transformer.config.trained_grid
+    return 256 if pipe.transformer.config.dim < 1024 else 1024
+
+
+def generate(pipe, prompts: list[str], seeds: list[int], size: int, steps: int, guidance: float | None, batch_size: int = 8):
+    settings = generation_settings(pipe, guidance)
+    images = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        generators = [torch.Generator().manual_seed(s) for s in seeds[start : start + batch_size]]
+        images += pipe(chunk, height=size, width=size, num_inference_steps=steps, generator=generators, **settings).images
+    return images
+
+
+def grid(images: list[Image.Image], columns: int = 8) -> Image.Image:
+    width, height = images[0].size
+    rows = -(-len(images) // columns)
+    sheet = Image.new("RGB", (columns * width, rows * height), "white")
+    for i, image in enumerate(images):
+        sheet.paste(image, ((i % columns) * width, (i // columns) * height))
+    return sheet
+
+
+def evaluate_toy(folder, n_prompts: int = 300, seed: int = 0, steps: int = 20, guidance: float | None = None,
+                 size: int | None = None, out: str | Path | None = None) -> dict:
+    """Toy GenEval: one image per prompt, prompt i with seed `seed + i`, scored by the toy evaluator."""
+    pipe = load_pipeline(folder)
+    size = size or native_size(pipe)
+    pairs = sample_prompts(n_prompts, seed=seed)
+    prompts = [prompt for _, prompt in pairs]
+    started = time.time()
+    images = generate(pipe, prompts, [seed + i for i in range(len(prompts))], size, steps, guidance)
+    result = score(images, prompts)
+    result.update(pipeline=str(folder), prompts=len(prompts), seed=seed, steps=steps, size=size,
+                  guidance=generation_settings(pipe, guidance)["guidance_scale"], seconds=round(time.time() - started, 1))
+    if out is not None:
+        out = Path(out)
+        with atomic_file(out / "scores.json", "w") as stream:
+            json.dump(result, stream, indent=1)
+        with atomic_file(out / "samples.png") as stream:
+            grid(images[:48]).save(stream, format="PNG")
+    return result
+
+
+def evaluate_geneval(folder, out, samples: int = 4, steps: int = 30, guidance: float | None = None, size: int | None = None):
+    """Images for GenEval's 553 prompts in its layout: <out>/<index:05d>/samples/<n:05d>.png + metadata.jsonl."""
+    pipe = load_pipeline(folder)
+    size = size or native_size(pipe)
+    lines = (SHARED_DATA / "geneval" / "evaluation_metadata.jsonl").read_text().splitlines()
+    for index, line in enumerate(lines):
+        target = Path(out) / f"{index:05d}"
+        if (target / "samples" / f"{samples - 1:05d}.png").exists():
+            continue  # resumable
+        metadata = json.loads(line)
+        images = generate(pipe, [metadata["prompt"]] * samples, list(range(samples)), size, steps, guidance)
+        for n, image in enumerate(images):
+            with atomic_file(target / "samples" / f"{n:05d}.png") as stream:
+                image.save(stream, format="PNG")
+        with atomic_file(target / "metadata.jsonl", "w") as stream:
+            stream.write(line + "\n")
+
+
+def evaluate_dpg(folder, out, steps: int = 30, guidance: float | None = None, size: int | None = None):
+    """Images for DPG-Bench's prompts: one 2x2 grid of four seeds per item, <out>/<item_id>.png."""
+    pipe = load_pipeline(folder)
+    size = size or native_size(pipe)
+    for line in (SHARED_DATA / "dpg_bench" / "prompts.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        target = Path(out) / f"{record['item_id']}.png"
+        if target.exists():
+            continue
+        images = generate(pipe, [record["prompt"]] * 4, [0, 1, 2, 3], size, steps, guidance)
+        with atomic_file(target) as stream:
+            grid(images, columns=2).save(stream, format="PNG")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("benchmark", choices=["toy", "geneval", "dpg"])
+    parser.add_argument("pipeline", help="a ZImagePipeline or L2PPipeline folder")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--prompts", type=int, default=300, help="toy: number of prompts")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--guidance", type=float, default=None, help="in L2P's convention (1 = off)")
+    parser.add_argument("--size", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.benchmark == "toy":
+        result = evaluate_toy(args.pipeline, args.prompts, args.seed, args.steps or 20, args.guidance, args.size, args.out)
+        print(json.dumps(result, indent=1))
+    elif args.benchmark == "geneval":
+        evaluate_geneval(args.pipeline, args.out, steps=args.steps or 30, guidance=args.guidance, size=args.size)
+    else:
+        evaluate_dpg(args.pipeline, args.out, steps=args.steps or 30, guidance=args.guidance, size=args.size)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""The toy world as training data: an endless, reproducible stream of (image, prompt, seed) renders.
+
+Each process of a multi-process run draws from its own seed stream (`rank`), so shards never repeat one
+another, and a run restarted at step k with the same seeds sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from l2p.toyworld import render_prompt, sample_prompts
+
+
+def to_tensor(image) -> torch.Tensor:
+    """PIL RGB -> (3, H, W) float in [-1, 1], the pixel convention of every model here."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0
+
+
+def toy_batch(step: int, batch_size: int, resolution: int, seed: int = 0, rank: int = 0):
+    """The batch for one step: prompts sampled from the grammar and one render each."""
+    batch_seed = (seed * 1_000_003 + rank) * 1_000_003 + step
+    prompts = [prompt for _, prompt in sample_prompts(batch_size, seed=batch_seed)]
+    rng = np.random.default_rng(batch_seed)
+    # sample_prompts cycles categories in a fixed order; shuffle so batch position says nothing.
+    rng.shuffle(prompts)
+    seeds = rng.integers(0, 2**31 - 1, size=batch_size).tolist()
+    images = torch.stack([to_tensor(render_prompt(p, resolution, seed=s)) for p, s in zip(prompts, seeds)])
+    return images, prompts, seeds

@@ -1,0 +1,366 @@
+"""Flow-matching training under `accelerate`: the L2P transfer, and (at toy scale) its latent source.
+
+    accelerate launch --config_file training/configs/accelerate/cpu.yaml -m training.train \\
+        --config training/configs/toy/transfer.yaml [--resume] [field.sub=value ...]
+
+`model.kind: pixel` builds `L2PTransformer2DModel.from_source(...)` from the source pipeline's DiT (or from
+scratch, for the comparison run), freezes it with `freeze_for_transfer`, and trains on the synthetic corpus.
+`model.kind: latent` trains a Z-Image DiT on VAE latents: the toy world's tiny source model.
+
+Checkpoints (every `checkpoint_every` steps, written atomically) hold the trainable parameters, the
+optimizer state and the step, all as safetensors + JSON; batches, noise and timesteps are pure functions
+of (seed, rank, step), so `--resume` continues exactly where an uninterrupted run would be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from diffusers import ZImagePipeline, ZImageTransformer2DModel
+from safetensors.torch import load_file, save_file
+
+from l2p import L2PPipeline, L2PTransformer2DModel, freeze_for_transfer
+from l2p.transfer import POLICIES
+
+from .config import ConfigError, load_config, to_dict
+from .data import ImageFolderCorpus, ToyCorpus, step_rng
+from .files import atomic_directory, atomic_file
+from .flow import flow_matching_loss, noised, sigma_grid
+from .toy_data import to_tensor
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "pixel"  # "pixel" (the L2P model) or "latent" (a Z-Image DiT on VAE latents)
+    source: str = "assets/tiny-source"  # ZImagePipeline folder or hub id: text encoder, tokenizer, VAE, DiT
+    init: str = "source"  # pixel: "source" (the transfer) or "scratch" (same architecture, random init)
+    patch_size: int = 16
+    detailer_channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
+    trained_grid: int = 64
+    n_shallow: int = 5
+    freeze_policy: str = "release"
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class DataConfig:
+    kind: str = "imagefolder"  # "imagefolder" (the synthetic corpus) or "toy" (endless toy renders)
+    path: str | None = None
+    resolution: int = 1024  # toy: render size; imagefolder: pixel budget = resolution ** 2
+    pool_size: int = 0  # toy: reuse this many items (0 = always fresh)
+    caption_dropout: float = 0.1  # the empty prompt instead, so classifier-free guidance works
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 0
+    batch_size: int = 1  # per process
+    grad_clip: float = 1.0
+
+
+@dataclass
+class FlowConfig:
+    grid_steps: int = 500
+    shift: float = 3.0
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/transfer"
+    seed: int = 0
+    max_steps: int = 1000
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    mixed_precision: str = "no"  # "bf16" on GPUs
+    checkpoint_every: int = 500
+    log_every: int = 10
+    sample_every: int = 0  # 0: only at the end
+    sample_prompts: list[str] = field(default_factory=lambda: ["a red circle", "two blue squares"])
+    sample_steps: int = 20
+    threads: int = 0
+
+
+def validate(config: TrainConfig) -> None:
+    """Everything that can be checked before work starts, with the field's name in the message."""
+    m, d = config.model, config.data
+    if m.kind not in ("pixel", "latent"):
+        raise ConfigError(f"model.kind must be 'pixel' or 'latent', got {m.kind!r}")
+    if m.init not in ("source", "scratch"):
+        raise ConfigError(f"model.init must be 'source' or 'scratch', got {m.init!r}")
+    if m.freeze_policy not in POLICIES:
+        raise ConfigError(f"model.freeze_policy must be one of {list(POLICIES)}, got {m.freeze_policy!r}")
+    source = Path(m.source)
+    looks_local = m.source.startswith((".", "/", "~")) or m.source.count("/") != 1 or source.exists()
+    if looks_local and not (source / "model_index.json").is_file():
+        raise ConfigError(f"model.source: {m.source} is not a ZImagePipeline folder (no model_index.json)")
+    if m.kind == "pixel" and (source / "transformer" / "config.json").is_file():
+        depth = json.loads((source / "transformer" / "config.json").read_text()).get("n_layers", 30)
+        if 2 * m.n_shallow > depth:
+            raise ConfigError(f"model.n_shallow={m.n_shallow} is too large for the source's {depth} blocks (at most {depth // 2})")
+    if d.kind not in ("imagefolder", "toy"):
+        raise ConfigError(f"data.kind must be 'imagefolder' or 'toy', got {d.kind!r}")
+    if d.kind == "imagefolder" and not (d.path and (Path(d.path) / "metadata.jsonl").is_file()):
+        raise ConfigError(f"data.path: corpus {d.path!r} is missing (no metadata.jsonl); run training.synthesize first")
+    if config.mixed_precision not in ("no", "bf16", "fp16"):
+        raise ConfigError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {config.mixed_precision!r}")
+    if config.max_steps < 1 or config.optim.batch_size < 1:
+        raise ConfigError("max_steps and optim.batch_size must be positive")
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, accelerator: Accelerator):
+        self.config, self.accelerator = config, accelerator
+        m = config.model
+        self.source = ZImagePipeline.from_pretrained(m.source)
+        for module in (self.source.text_encoder, self.source.vae, self.source.transformer):
+            module.requires_grad_(False).eval()
+        torch.manual_seed(config.seed)  # the fresh embedder and head start the same in every process
+        if m.kind == "latent":
+            # The toy source: a fresh DiT of the architecture the source folder declares.
+            self.model = ZImageTransformer2DModel.from_config(self.source.transformer.config)
+            self.trainable = sum(p.numel() for p in self.model.parameters())
+        else:
+            self.model = L2PTransformer2DModel.from_source(
+                self.source.transformer, patch_size=m.patch_size, detailer_channels=m.detailer_channels, trained_grid=m.trained_grid
+            )
+            if m.init == "scratch":
+                fresh = L2PTransformer2DModel.from_config(self.model.config)
+                self.model.load_state_dict(fresh.state_dict())
+            self.trainable = freeze_for_transfer(self.model, m.n_shallow, m.freeze_policy)
+        if m.gradient_checkpointing:
+            self.model.enable_gradient_checkpointing()
+        self.model.train()
+        self.names = [name for name, p in self.model.named_parameters() if p.requires_grad]
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        o = config.optim
+        self.optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+        self.model, self.optimizer = accelerator.prepare(self.model, self.optimizer)
+        self.source.text_encoder.to(accelerator.device)
+        self.source.vae.to(accelerator.device)
+        self.sigmas = sigma_grid(config.flow.grid_steps, config.flow.shift)
+        d = config.data
+        if d.kind == "toy":
+            self.corpus = ToyCorpus(d.resolution, seed=config.seed, pool_size=d.pool_size)
+        else:
+            self.corpus = ImageFolderCorpus(d.path, d.resolution**2, self.multiple, seed=config.seed)
+        self.text_cache: dict[str, torch.Tensor] = {}
+        self.latent_cache: dict[str, torch.Tensor] = {}
+        self.step = 0
+
+    @property
+    def multiple(self) -> int:
+        m = self.config.model
+        return m.patch_size if m.kind == "pixel" else 16
+
+    # -- inputs -----------------------------------------------------------------------------------------
+    def caption_features(self, prompts: list[str]) -> list[torch.Tensor]:
+        missing = sorted({p for p in prompts if p not in self.text_cache})
+        if missing:
+            with torch.no_grad():
+                # A copy: Z-Image's encoder rewrites list items in place with the chat template.
+                features, _ = self.source.encode_prompt(list(missing), device=self.accelerator.device, do_classifier_free_guidance=False)
+            self.text_cache.update({p: f.float() for p, f in zip(missing, features)})
+        return [self.text_cache[p] for p in prompts]
+
+    def clean_inputs(self, items) -> torch.Tensor:
+        """x0 for a batch: pixels in [-1, 1], or standardised VAE latents (cached per item)."""
+        device = self.accelerator.device
+        if self.config.model.kind == "pixel":
+            return torch.stack([to_tensor(item.load()) for item in items]).to(device)
+        vae = self.source.vae
+        missing = [item for item in items if item.key not in self.latent_cache]
+        if missing:
+            with torch.no_grad():
+                pixels = torch.stack([to_tensor(item.load()) for item in missing]).to(device)
+                latents = vae.encode(pixels).latent_dist.mode()
+                latents = (latents - vae.config.shift_factor) * vae.config.scaling_factor
+            self.latent_cache.update({item.key: z for item, z in zip(missing, latents)})
+        return torch.stack([self.latent_cache[item.key] for item in items])
+
+    def predict(self, x_t, t, captions):
+        if self.config.model.kind == "pixel":
+            return self.model(x_t, t, captions).sample
+        out = self.model(list(x_t.unsqueeze(2).unbind(0)), t, captions).sample
+        return torch.stack(out).squeeze(2)
+
+    # -- one step ---------------------------------------------------------------------------------------
+    def train_step(self) -> float:
+        c, rank = self.config, self.accelerator.process_index
+        items = self.corpus.batch(self.step, rank, c.optim.batch_size)
+        generator = torch.Generator().manual_seed(int(step_rng(c.seed, rank, self.step).integers(2**62)))
+        prompts = [
+            "" if torch.rand((), generator=generator) < c.data.caption_dropout else item.prompt for item in items
+        ]
+        captions = self.caption_features(prompts)
+        x0 = self.clean_inputs(items)
+        # Noise per sample from the sample's own seed, as the release does; the timestep from the step's stream.
+        noise = torch.stack([torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(item.seed + self.step)) for item in items])
+        sigma = self.sigmas[torch.randint(len(self.sigmas), (len(items),), generator=generator)]
+        noise, sigma = noise.to(x0.device), sigma.to(x0.device)
+        with self.accelerator.autocast():
+            prediction = self.predict(noised(x0, noise, sigma), 1 - sigma, captions)
+        loss = flow_matching_loss(prediction, x0, noise)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        if c.optim.grad_clip:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), c.optim.grad_clip)
+        warmup = c.optim.warmup_steps
+        for group in self.optimizer.param_groups:
+            group["lr"] = c.optim.lr * min(1.0, (self.step + 1) / warmup) if warmup else c.optim.lr
+        self.optimizer.step()
+        self.step += 1
+        return self.accelerator.reduce(loss.detach(), reduction="mean").item()
+
+    # -- checkpoints ------------------------------------------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        model = self.accelerator.unwrap_model(self.model)
+        params = dict(model.named_parameters())
+        return {name: params[name].detach().cpu().contiguous() for name in self.names}
+
+    def save_checkpoint(self) -> Path:
+        folder = Path(self.config.output_dir) / f"checkpoint-{self.step:07d}"
+        if self.accelerator.is_main_process:
+            state = getattr(self.optimizer, "optimizer", self.optimizer).state_dict()
+            tensors, scalars = {}, {}
+            for index, values in state["state"].items():
+                for key, value in values.items():
+                    if torch.is_tensor(value):
+                        tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
+                    else:
+                        scalars[f"{index}.{key}"] = value
+            with atomic_directory(folder) as staging:
+                save_file(self.trainable_state(), str(staging / "trainable.safetensors"))
+                save_file(tensors, str(staging / "optimizer.safetensors"))
+                (staging / "state.json").write_text(
+                    json.dumps({"step": self.step, "param_groups": state["param_groups"], "scalars": scalars, "config": to_dict(self.config)}, indent=1)
+                )
+        self.accelerator.wait_for_everyone()
+        return folder
+
+    def load_checkpoint(self, folder: Path) -> None:
+        meta = json.loads((folder / "state.json").read_text())
+        weights = load_file(str(folder / "trainable.safetensors"))
+        model = self.accelerator.unwrap_model(self.model)
+        missing = set(self.names) - set(weights)
+        if missing:
+            raise ValueError(f"{folder} lacks trainable tensors {sorted(missing)[:5]}: was it written by another config?")
+        model.load_state_dict(weights, strict=False)
+        tensors = load_file(str(folder / "optimizer.safetensors"))
+        state: dict[int, dict] = {}
+        for name, value in {**tensors, **meta["scalars"]}.items():
+            index, key = name.split(".", 1)
+            state.setdefault(int(index), {})[key] = value
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)
+        inner.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        self.step = meta["step"]
+
+    # -- samples ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_grid(self) -> Path:
+        """x0 samples of the current weights on fixed prompts and seeds, one PNG row per prompt."""
+        from PIL import Image
+
+        model = self.accelerator.unwrap_model(self.model).eval()
+        source = self.source
+        m = self.config.model
+        size = m.patch_size * m.trained_grid if m.kind == "pixel" else self.config.data.resolution
+        if self.config.model.kind == "pixel":
+            pipe = L2PPipeline(L2PPipeline.default_scheduler(), source.text_encoder, source.tokenizer, model)
+            kwargs = {"guidance_scale": 2.0}
+        else:
+            pipe = ZImagePipeline(source.scheduler, source.vae, source.text_encoder, source.tokenizer, model)
+            kwargs = {"guidance_scale": 1.0}
+        pipe.set_progress_bar_config(disable=True)
+        images = [
+            pipe(prompt, height=size, width=size, num_inference_steps=self.config.sample_steps,
+                 generator=torch.Generator().manual_seed(0), **kwargs).images[0]
+            for prompt in self.config.sample_prompts
+        ]
+        model.train()
+        grid = Image.new("RGB", (size * len(images), size))
+        for i, image in enumerate(images):
+            grid.paste(image, (i * size, 0))
+        path = Path(self.config.output_dir) / "samples" / f"step-{self.step:07d}.png"
+        with atomic_file(path) as stream:
+            grid.save(stream, format="PNG")
+        return path
+
+
+class CsvLog:
+    """Loss log, written by the main process only; a resumed run appends to it."""
+
+    def __init__(self, path: Path, append: bool, enabled: bool):
+        self.path, self.enabled = path, enabled
+        if enabled and not (append and path.exists()):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("step,loss,seconds\n")
+
+    def write(self, **row) -> None:
+        if self.enabled:
+            with open(self.path, "a", newline="") as stream:
+                csv.writer(stream).writerow(row.values())
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    found = sorted(output_dir.glob("checkpoint-*"))
+    return found[-1] if found else None
+
+
+def run(config: TrainConfig, resume: bool = False) -> Path:
+    """Train to `max_steps`; returns the final checkpoint folder."""
+    validate(config)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    # On a machine without CUDA, processes started by `accelerate launch` talk over gloo on the CPU.
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
+    trainer = Trainer(config, accelerator)
+    output = Path(config.output_dir)
+    if resume and (found := latest_checkpoint(output)):
+        trainer.load_checkpoint(found)
+        accelerator.print(f"resumed from {found} at step {trainer.step}")
+    if accelerator.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        accelerator.print(f"{config.model.kind} model: {trainer.trainable:,} trainable parameters")
+    log = CsvLog(output / "log.csv", append=resume, enabled=accelerator.is_main_process)
+    started = time.time()
+    while trainer.step < config.max_steps:
+        loss = trainer.train_step()
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss} at step {trainer.step}; lower optim.lr")
+        if trainer.step % config.log_every == 0 or trainer.step == config.max_steps:
+            log.write(step=trainer.step, loss=f"{loss:.6f}", seconds=f"{time.time() - started:.1f}")
+            accelerator.print(f"step {trainer.step}: loss {loss:.5f}", flush=True)
+        if trainer.step % config.checkpoint_every == 0 or trainer.step == config.max_steps:
+            trainer.save_checkpoint()
+        if config.sample_every and trainer.step % config.sample_every == 0 and accelerator.is_main_process:
+            trainer.sample_grid()
+    if accelerator.is_main_process:
+        trainer.sample_grid()
+    accelerator.wait_for_everyone()
+    return latest_checkpoint(output)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML run config")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+    parser.add_argument("overrides", nargs="*", help="field.sub=value overrides")
+    args = parser.parse_args(argv)
+    run(load_config(TrainConfig, args.config, args.overrides), resume=args.resume)
+
+
+if __name__ == "__main__":
+    main()
