@@ -1,17 +1,31 @@
-"""l2p: the L2P ("Latent-to-Pixel") pixel-space generator on diffusers, and the tools around it."""
+"""l2p: the L2P ("Latent-to-Pixel") pixel-space generator on diffusers, and the tools around it.
 
-from .detailer_head import DetailerHead
-from .pipeline_l2p import L2PPipeline
-from .rope import RopeScaling, RotaryPositions, rope_scaling
-from .transfer import freeze_for_transfer
-from .transformer_l2p import L2PTransformer2DModel
+The names below load on first use, so `import l2p.toyworld` (numpy and PIL only) does not pay for
+importing diffusers and transformers.
+"""
 
-__all__ = [
-    "DetailerHead",
-    "L2PPipeline",
-    "L2PTransformer2DModel",
-    "RopeScaling",
-    "RotaryPositions",
-    "freeze_for_transfer",
-    "rope_scaling",
-]
+import importlib
+
+_EXPORTS = {
+    "DetailerHead": ".detailer_head",
+    "L2PPipeline": ".pipeline_l2p",
+    "L2PTransformer2DModel": ".transformer_l2p",
+    "RopeScaling": ".rope",
+    "RotaryPositions": ".rope",
+    "freeze_for_transfer": ".transfer",
+    "rope_scaling": ".rope",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'l2p' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__
