@@ -16,7 +16,7 @@ models in `assets/` are served; if configured models cannot be loaded, the embed
 | L2P_ASSETS | assets | the folder holding the embedded `tiny-source/` and `tiny-l2p/` |
 | L2P_DEVICE, L2P_DTYPE | device, dtype | e.g. cuda / cpu, bfloat16 / float32 (default: cuda+bfloat16 if there is a GPU) |
 | L2P_STEPS, L2P_GUIDANCE | steps, guidance | default steps and guidance of the pixel model (release: 30, 2.0) |
-| L2P_SOURCE_STEPS, L2P_SOURCE_GUIDANCE | source_steps, source_guidance | defaults of the source in Compare |
+| L2P_SOURCE_STEPS, L2P_SOURCE_GUIDANCE | source_steps, source_guidance | the source's defaults in Compare (full scale: 9, 1.0 as Z-Image-Turbo; embedded: the pixel model's) |
 | L2P_BENCHMARKS | benchmarks | a `docs/benchmarks/*.json` to estimate costs from (else measured at start-up) |
 | L2P_MAX_SECONDS | max_seconds | refuse runs estimated to take longer (default: no limit) |
 | L2P_CONCURRENCY, L2P_MAX_QUEUE | concurrency, max_queue | runs at once per device (1), waiting runs (20) |
@@ -518,11 +518,14 @@ class Demo:
 
     @property
     def defaults(self) -> Request:
+        """The settings a page or API call starts from. The latent source's default is Z-Image-Turbo's own
+        (9 steps, no guidance) at full scale, and the pixel model's settings for the embedded tiny models."""
         config = self.config
+        full_scale = self.models.origin == "configured"
         return Request(
             prompt="", steps=config.steps, guidance=config.guidance,
-            source_steps=config.source_steps if config.source_steps is not None else config.steps,
-            source_guidance=config.source_guidance if config.source_guidance is not None else config.guidance,
+            source_steps=_or(config.source_steps, 9 if full_scale else config.steps),
+            source_guidance=_or(config.source_guidance, 1.0 if full_scale else config.guidance),
         )
 
     @property
@@ -855,8 +858,10 @@ class Demo:
         """Run `work(emit, cancel)` on a worker thread and yield what it emits, then its result.
 
         Closing this generator (Gradio does when a run is cancelled or the page goes away) sets `cancel`, which
-        the pipelines' step callbacks turn into an interrupt, and waits for the worker to stop. Failures come
-        out as DemoError with a message for the user, after the memory they held is released.
+        the pipelines' step callbacks turn into an interrupt at the end of the current step. The close does not
+        wait for that (Gradio closes generators on its event loop); the worker keeps the lock until it has
+        stopped, so the next run starts after it. Failures come out as DemoError with a message for the user,
+        after the memory they held is released.
         """
         cancel = cancel or threading.Event()
         events: queue.Queue = queue.Queue()
@@ -880,6 +885,7 @@ class Demo:
             while True:
                 event = events.get()
                 if isinstance(event, tuple) and len(event) == 3 and event[0] is done:
+                    worker.join()
                     _, result, error = event
                     if isinstance(error, Cancelled):
                         return
@@ -890,7 +896,6 @@ class Demo:
                 yield event
         finally:
             cancel.set()
-            worker.join()
 
     def _explain(self, error: BaseException, size: str, estimate) -> DemoError:
         if isinstance(error, DemoError):
