@@ -1,0 +1,53 @@
+"""In a real browser: Debian's Chromium, driven by Playwright, types a prompt, generates an image, runs Compare and
+sees the slider, the cost table and the spectrum. Screenshots go to docs/screenshots/ for the README.
+
+Skipped only when /usr/bin/chromium (or the playwright package) is absent; CI installs Chromium with apt.
+"""
+
+import pytest
+
+from browser.chromium import browser_page, missing_reason
+from browser.server import REPO, save_tiny_models, serve_app
+
+MISSING = missing_reason()
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"no browser to drive: {MISSING}")
+
+SCREENSHOTS = REPO / "docs" / "screenshots"
+PROMPT = "a red circle left of a blue square"
+TIMEOUT_MS = 180_000
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    work = tmp_path_factory.mktemp("browser")
+    embedded = REPO / "assets"
+    if all((embedded / name / "model_index.json").is_file() for name in ("tiny-source", "tiny-l2p")):
+        settings = {}  # the embedded models, exactly what `python app.py` serves (and the README shows)
+    else:
+        settings = {"L2P_ASSETS": str(save_tiny_models(work / "assets")), "L2P_STEPS": "4"}
+    with serve_app(work, **settings) as url:
+        yield url
+
+
+def test_type_a_prompt_generate_then_compare(app_url):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with browser_page() as page:
+        page.goto(app_url, wait_until="networkidle")
+        page.locator("#prompt textarea").fill(PROMPT)
+        page.locator("#generate").click()
+        page.locator("#image img").wait_for(timeout=TIMEOUT_MS)
+        page.get_by_text("took").wait_for(timeout=TIMEOUT_MS)
+        size = page.locator("#image img").evaluate("img => [img.naturalWidth, img.naturalHeight]")
+        assert size == [256, 256]
+        page.screenshot(path=SCREENSHOTS / "generate.png", full_page=True)
+
+        page.locator("#compare").click()
+        page.get_by_text("in all").wait_for(timeout=TIMEOUT_MS)
+        slider = page.locator("#slider img")
+        assert slider.count() == 2
+        assert [slider.nth(i).evaluate("img => img.naturalWidth") for i in range(2)] == [256, 256]
+        page.locator("#costs").get_by_text("VAE decode").wait_for(timeout=TIMEOUT_MS)
+        page.locator("#spectrum svg, #spectrum canvas").first.wait_for(timeout=TIMEOUT_MS)
+        page.screenshot(path=SCREENSHOTS / "compare.png", full_page=True)
+    assert (SCREENSHOTS / "generate.png").stat().st_size > 10_000
+    assert (SCREENSHOTS / "compare.png").stat().st_size > 10_000

@@ -1,0 +1,119 @@
+"""End to end: `python app.py` in a subprocess on a free port, used through gradio_client as an API user would."""
+
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import ValidationError
+from PIL import Image
+
+from browser.server import APP, app_environment, free_port, save_tiny_models, serve_app
+
+STEPS = 2
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    work = tmp_path_factory.mktemp("app")
+    assets = save_tiny_models(work / "assets")
+    # The configured model cannot be loaded (as when offline): the app serves the embedded ones and says why.
+    with serve_app(work, L2P_ASSETS=str(assets), L2P_PIXEL_MODEL=str(work / "missing-model"), L2P_STEPS=str(STEPS)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server, verbose=False)
+
+
+def png(path) -> Image.Image:
+    image = Image.open(path)
+    assert image.format == "PNG"
+    return image
+
+
+def test_named_endpoints_where_only_the_prompt_is_required(client):
+    api = client.view_api(return_format="dict", print_info=False)
+    assert {"/generate", "/compare"} <= set(api["named_endpoints"])
+    for name in ("/generate", "/compare"):
+        required = [p["parameter_name"] for p in api["named_endpoints"][name]["parameters"] if not p["parameter_has_default"]]
+        assert required == ["prompt"], name
+
+
+def test_generate_with_only_a_prompt(client):
+    path, seed, details = client.predict(prompt="a red circle", api_name="/generate")
+    assert png(path).size == (256, 256)
+    assert isinstance(seed, int) and f"seed {seed}" in details and "native" in details
+
+
+def test_generate_echoes_the_seed_and_honours_size_and_seed(client):
+    first = client.predict(prompt="a blue square", aspect_ratio="16:9", seed=1234, randomize_seed=False, api_name="/generate")
+    again = client.predict(prompt="a blue square", aspect_ratio="16:9", seed=1234, randomize_seed=False, api_name="/generate")
+    assert first[1] == again[1] == 1234
+    assert png(first[0]).size == (256, 144)
+    assert png(first[0]).tobytes() == png(again[0]).tobytes()
+
+
+def test_compare_returns_both_images_the_seed_and_the_cost_table(client):
+    pair, source, pixel, costs, source_crop, pixel_crop, spectrum, seed, summary = client.predict(
+        prompt="a red circle left of a blue square", seed=5, randomize_seed=False, api_name="/compare")
+    assert seed == 5 and "seed 5" in summary
+    assert len(pair) == 2 and png(pair[0]).size == png(pair[1]).size == (256, 256)
+    assert png(source).size == png(pixel).size == (256, 256)
+    assert png(source_crop).size == png(pixel_crop).size
+    assert costs["headers"] == ["pipeline", "stage", "time (s)", "ms / step", "peak (MiB)", "working (MiB)"]
+    stages = {(row[0], row[1]): row for row in costs["data"]}
+    for key in [("latent", "text encoding (shared)"), ("latent", f"denoising × {STEPS}"), ("latent", "VAE decode"),
+                ("latent", "total"), ("pixel", f"denoising × {STEPS}"), ("pixel", "total")]:
+        assert key in stages, key
+    assert stages[("latent", "VAE decode")][2] > 0 and stages[("pixel", f"denoising × {STEPS}")][3] > 0
+    assert {row[2] for row in spectrum["data"]} == {"latent source (VAE decoded)", "pixel (L2P)"}
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(prompt="   "), "prompt: Enter a prompt: it is only whitespace."),
+        (dict(prompt="red " * 600), "prompt: The prompt is 600 tokens long; the text encoder reads at most 507 tokens"),
+        (dict(prompt="a", preset="16K"), "preset: Unknown resolution preset '16K'"),
+        (dict(prompt="a", steps=500), "steps: Steps must be a whole number from 1 to 100, got 500"),
+        (dict(prompt="a", guidance=-1), "guidance: Guidance must be between 0 and 10, got -1"),
+        (dict(prompt="a", seed=-3, randomize_seed=False), "seed: Seed must be a whole number"),
+    ],
+)
+def test_bad_inputs_are_refused_before_the_queue_with_their_message(client, arguments, message):
+    with pytest.raises(ValidationError, match=message.replace("(", r"\(")):
+        client.predict(**arguments, api_name="/generate")
+
+
+def test_compare_checks_its_own_settings(client):
+    with pytest.raises(ValidationError, match="source_steps: Source steps must be a whole number from 1 to 100, got 0"):
+        client.predict(prompt="a", source_steps=0, api_name="/compare")
+
+
+def test_still_serving_after_bad_inputs_and_a_cancelled_run(client):
+    job = client.submit(prompt="a red circle", steps=100, api_name="/generate")
+    deadline = time.monotonic() + 60
+    while job.status().code.name != "ITERATING" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert job.cancel()
+    path, seed, _ = client.predict(prompt="a green triangle", seed=9, randomize_seed=False, api_name="/generate")
+    assert seed == 9 and png(path).size == (256, 256)
+
+
+def test_the_page_says_why_the_configured_models_were_not_loaded(server):
+    config = httpx.get(f"{server}/config", timeout=10).text
+    assert "Serving the embedded tiny models." in config and "missing-model" in config
+    assert "could not be loaded" in config
+    assert "a red circle left of a blue square" in config  # the toy world's examples
+
+
+def test_without_models_the_app_exits_naming_the_build_command(tmp_path):
+    environment = app_environment(tmp_path, free_port(), L2P_ASSETS=str(tmp_path / "no-assets"))
+    done = subprocess.run([sys.executable, str(APP)], cwd=tmp_path, env=environment, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode != 0
+    assert "python -m training.toy_assets" in done.stderr and "tiny-l2p" in done.stderr
