@@ -949,13 +949,17 @@ def plot(result: dict, path: Path) -> bool:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     markers = {"source": "s", "pixel": "o", "pixel_hr": "^"}
     for pipeline in PIPELINES:
-        done = sorted((r for r in result["records"] if r["pipeline"] == pipeline and r["status"] == "ok"),
-                      key=lambda r: r["width"] * r["height"])
-        if not done:
-            continue
+        done = sorted((r for r in result["records"] if r["pipeline"] == pipeline and r["status"] == "ok"
+                       and r.get("step_s") is not None), key=lambda r: r["width"] * r["height"])
         sides = [math.sqrt(r["width"] * r["height"]) for r in done]
         axes[0].plot(sides, [r["step_s"] for r in done], marker=markers[pipeline], label=pipeline)
         axes[1].plot(sides, [r["peak_memory_bytes"] / 2**30 for r in done], marker=markers[pipeline], label=pipeline)
+        unfit = [r for r in result["records"] if r["pipeline"] == pipeline and r["status"] == "does not fit"
+                 and r.get("estimated_peak_memory_bytes")]
+        if unfit:
+            axes[1].scatter([math.sqrt(r["width"] * r["height"]) for r in unfit],
+                            [r["estimated_peak_memory_bytes"] / 2**30 for r in unfit], marker="x", color="red",
+                            label=f"{pipeline}: does not fit (estimate)")
         if pipeline == "source":
             axes[2].plot(sides, [r["vae_decode_s"] for r in done], marker="s", label="source VAE decode")
         axes[2].plot(sides, [r["text_encode_s"] for r in done], marker=markers[pipeline], linestyle=":",

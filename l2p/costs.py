@@ -12,7 +12,8 @@ come from a small model fitted, per pipeline, to what `l2p.bench` measured on re
 - peak memory ~ a + b * pixels + c * tokens**2: weights and fixed buffers, full-resolution activations (the
   Detailer Head, the VAE decoder, the noisy image), and attention scores when attention is not
   memory-efficient (c comes out about zero when it is);
-- VAE decode time (source only) ~ a + b * pixels; text encoding time a constant (the prompt is bounded).
+- VAE decode time (source only) ~ a + b * pixels + c * pixels**2 (the decoder's mid-block attends over all
+  latent positions); text encoding time a constant (Z-Image pads every prompt to 512 tokens).
 
 Coefficients are fitted by non-negative least squares on relative errors, so every estimate grows with the
 image size and extrapolation past the measured sizes stays monotonic. With fewer measured sizes than
@@ -116,7 +117,7 @@ class PipelineCosts:
     step: tuple[float, float, float, float]  # seconds: a + b * tokens + c * tokens**2 + d * pixels
     memory: tuple[float, float, float]  # bytes: a + b * pixels + c * tokens**2
     text_encode_s: float
-    vae_decode: tuple[float, float] = (0.0, 0.0)  # seconds: a + b * pixels (source only)
+    vae_decode: tuple[float, float, float] = (0.0, 0.0, 0.0)  # seconds: a + b * pixels + c * pixels**2 (source only)
     pixels_per_token: int | None = 16
     hr_rule: tuple[int, int] = (HR_MIN_SIDE, HR_BASE_PATCH)  # pixel_hr: (min_side, base_patch) of hr_patch_size
     measured_sizes: list[tuple[int, int]] = field(default_factory=list)
@@ -180,11 +181,14 @@ class CostModel:
                 memory = np.zeros(3)
             encodes = [r["text_encode_s"] for r in group if r.get("text_encode_s") is not None]
             decode_records = [r for r in group if r.get("vae_decode_s") is not None]
-            vae = (0.0, 0.0)
+            vae = (0.0, 0.0, 0.0)
             if decode_records:
                 d_pixels = np.array([r["width"] * r["height"] for r in decode_records], dtype=np.float64)
                 vae = tuple(
-                    fit_nonnegative(np.stack([np.ones_like(d_pixels), d_pixels], 1), [r["vae_decode_s"] for r in decode_records])
+                    fit_nonnegative(
+                        np.stack([np.ones_like(d_pixels), d_pixels, d_pixels**2], 1),
+                        [r["vae_decode_s"] for r in decode_records],
+                    )
                 )
             pipelines[name] = PipelineCosts(
                 step=tuple(float(v) for v in step),
@@ -248,7 +252,8 @@ class CostModel:
         step_s = a + b * tokens + c * tokens**2 + d * pixels
         seconds = costs.text_encode_s * batch + steps * step_s * batch
         if pipeline == "source":
-            seconds += costs.vae_decode[0] + costs.vae_decode[1] * pixels
+            v0, v1, v2 = costs.vae_decode
+            seconds += v0 + v1 * pixels + v2 * pixels**2
         m0, m1, m2 = costs.memory
         memory = m0 + batch * (m1 * pixels + m2 * tokens**2)
         return Estimate(seconds=float(seconds), peak_memory_bytes=int(round(memory)), memory_limit_bytes=self.memory_limit_bytes)

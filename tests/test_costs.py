@@ -115,4 +115,4 @@ def test_calibrate_on_tiny_pipelines():
         small, big = (model.estimate(pipeline, s, s, 4, False) for s in (64, 512))
         assert 0 < small.seconds <= big.seconds
         assert 0 < small.peak_memory_bytes <= big.peak_memory_bytes and small.fits
-    assert model.pipelines["source"].vae_decode != (0.0, 0.0)
+    assert any(model.pipelines["source"].vae_decode)
