@@ -74,7 +74,7 @@ def test_full_scale_path_at_tiny_dims_on_cpu():
     spec = {"scale": "full", "overrides": TINY_OVERRIDES, "hr_rule": HR_RULE}
     result = bench.run_benchmark(
         "full", spec, [(bench.native_size(spec),) * 2, (128, 96)], device="cpu", timed_steps=1, generation_steps=1,
-        isolate=False, log=lambda *_: None,
+        isolate=False, detailer_tile=32, log=lambda *_: None,
     )
     records = result["records"]
     assert [(r["pipeline"], r["width"]) for r in records] == [
@@ -84,6 +84,7 @@ def test_full_scale_path_at_tiny_dims_on_cpu():
     assert all(r["achieved_fraction_of_peak"] > 0 for r in records)
     hr = records[-1]
     assert hr["patch_size"] == 32 and hr["tokens"] == 12 and hr["detailer_channels"] == [4, 8, 8, 16, 16]
+    assert {r["detailer_tile"] for r in records if r["pipeline"] != "source"} == {32}  # the head ran in tiles
     assert result["meta"]["models"]["overrides"] == TINY_OVERRIDES
     assert "markdown" not in result and "| 128x96 | source |" in bench.markdown_table(result)
 
