@@ -156,6 +156,15 @@ class L2PTransformer2DModel(ZImageTransformer2DModel):
         model.load_state_dict({key: tensor.to(dtype) for key, tensor in state.items()}, strict=True, assign=True)
         return model.eval()
 
+    # -- memory ---------------------------------------------------------------------------------------
+    def enable_detailer_tiling(self, tile_size: int | None = 2048):
+        """Run the Detailer Head in overlapping tiles of `tile_size` pixels per side (a multiple of its pooling
+        grid, 2**len(detailer_channels)); the result equals the untiled one within float tolerance. None: off."""
+        self.local_decoder.enable_tiling(tile_size)
+
+    def disable_detailer_tiling(self):
+        self.local_decoder.disable_tiling()
+
     # -- forward ----------------------------------------------------------------------------------------
     def _run_block(self, block, *args):
         if torch.is_grad_enabled() and self.gradient_checkpointing:

@@ -124,3 +124,14 @@ def test_sizes_off_the_patch_grid_name_the_nearest_valid_ones():
 def test_patch_size_must_pool_evenly_in_the_head():
     with pytest.raises(ValueError, match="multiple of 2\\*\\*len\\(detailer_channels\\)"):
         L2PTransformer2DModel(patch_size=8, detailer_channels=(8, 8, 8, 8), **tiny.DIT)
+
+
+def test_detailer_tiling_through_the_model_gives_the_same_prediction():
+    model = tiny.pixel_transformer(seed=2)
+    images, t, captions = torch.randn(1, 3, 96, 160), torch.tensor([0.4]), [torch.randn(6, tiny.TEXT_DIM)]
+    with torch.no_grad():
+        whole = model(images, t, captions).sample
+        model.enable_detailer_tiling(64)
+        tiled = model(images, t, captions).sample
+        model.disable_detailer_tiling()
+    torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=1e-4)
