@@ -15,8 +15,8 @@ models in `assets/` are served; if configured models cannot be loaded, the embed
 | L2P_TEXT_ENCODER | text_encoder | where a release checkpoint's text encoder comes from (default: the source) |
 | L2P_ASSETS | assets | the folder holding the embedded `tiny-source/` and `tiny-l2p/` |
 | L2P_DEVICE, L2P_DTYPE | device, dtype | e.g. cuda / cpu, bfloat16 / float32 (default: cuda+bfloat16 if there is a GPU) |
-| L2P_STEPS, L2P_GUIDANCE | steps, guidance | default steps and guidance of the pixel model (release: 30, 2.0) |
-| L2P_SOURCE_STEPS, L2P_SOURCE_GUIDANCE | source_steps, source_guidance | the source's defaults in Compare (full scale: 9, 1.0 as Z-Image-Turbo; embedded: the pixel model's) |
+| L2P_STEPS, L2P_GUIDANCE | steps, guidance | the pixel model's defaults (full scale: 30, 2.0 as the release; toy: 20, 2.0) |
+| L2P_SOURCE_STEPS, L2P_SOURCE_GUIDANCE | source_steps, source_guidance | the source's defaults in Compare (full scale: 9, 1.0 as Z-Image-Turbo; toy: the pixel model's) |
 | L2P_BENCHMARKS | benchmarks | a `docs/benchmarks/*.json` to estimate costs from (else measured at start-up) |
 | L2P_MAX_SECONDS | max_seconds | refuse runs estimated to take longer (default: no limit) |
 | L2P_CONCURRENCY, L2P_MAX_QUEUE | concurrency, max_queue | runs at once per device (1), waiting runs (20) |
@@ -122,8 +122,8 @@ class DemoConfig:
     assets: str = str(REPO_ROOT / "assets")
     device: str | None = None
     dtype: str | None = None
-    steps: int = 30
-    guidance: float = 2.0
+    steps: int | None = None
+    guidance: float | None = None
     source_steps: int | None = None
     source_guidance: float | None = None
     benchmarks: str | None = None
@@ -518,14 +518,16 @@ class Demo:
 
     @property
     def defaults(self) -> Request:
-        """The settings a page or API call starts from. The latent source's default is Z-Image-Turbo's own
-        (9 steps, no guidance) at full scale, and the pixel model's settings for the embedded tiny models."""
+        """The settings a page or API call starts from, unless configured. Full scale: the release's 30 steps
+        at guidance 2 for the pixel model, Z-Image-Turbo's own 9 steps without guidance for the source. Toy
+        scale: 20 steps at guidance 2 for both, as the toy models are trained and evaluated."""
         config = self.config
-        full_scale = self.models.origin == "configured"
+        steps = _or(config.steps, 20 if self.toy else 30)
+        guidance = _or(config.guidance, 2.0)
         return Request(
-            prompt="", steps=config.steps, guidance=config.guidance,
-            source_steps=_or(config.source_steps, 9 if full_scale else config.steps),
-            source_guidance=_or(config.source_guidance, 1.0 if full_scale else config.guidance),
+            prompt="", steps=steps, guidance=guidance,
+            source_steps=_or(config.source_steps, steps if self.toy else 9),
+            source_guidance=_or(config.source_guidance, guidance if self.toy else 1.0),
         )
 
     @property

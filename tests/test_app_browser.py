@@ -13,6 +13,8 @@ MISSING = missing_reason()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"no browser to drive: {MISSING}")
 
 SCREENSHOTS = REPO / "docs" / "screenshots"
+# Every image matched by a selector has finished loading.
+LOADED = "selector => [...document.querySelectorAll(selector)].every(img => img.complete && img.naturalWidth > 0)"
 PROMPT = "a red circle left of a blue square"
 TIMEOUT_MS = 180_000
 
@@ -30,21 +32,24 @@ def app_url(tmp_path_factory):
 
 
 def test_type_a_prompt_generate_then_compare(app_url):
+    from playwright.sync_api import expect
+
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with browser_page() as page:
         page.goto(app_url, wait_until="networkidle")
         page.locator("#prompt textarea").fill(PROMPT)
         page.locator("#generate").click()
-        page.locator("#image img").wait_for(timeout=TIMEOUT_MS)
         page.get_by_text("took").wait_for(timeout=TIMEOUT_MS)
-        size = page.locator("#image img").evaluate("img => [img.naturalWidth, img.naturalHeight]")
-        assert size == [256, 256]
+        expect(page.locator("#image img")).to_have_count(1, timeout=TIMEOUT_MS)
+        page.wait_for_function(LOADED, arg="#image img", timeout=TIMEOUT_MS)
+        assert page.locator("#image img").evaluate("img => [img.naturalWidth, img.naturalHeight]") == [256, 256]
         page.screenshot(path=SCREENSHOTS / "generate.png", full_page=True)
 
         page.locator("#compare").click()
         page.get_by_text("in all").wait_for(timeout=TIMEOUT_MS)
         slider = page.locator("#slider img")
-        assert slider.count() == 2
+        expect(slider).to_have_count(2, timeout=TIMEOUT_MS)
+        page.wait_for_function(LOADED, arg="#slider img", timeout=TIMEOUT_MS)
         assert [slider.nth(i).evaluate("img => img.naturalWidth") for i in range(2)] == [256, 256]
         page.locator("#costs").get_by_text("VAE decode").wait_for(timeout=TIMEOUT_MS)
         page.locator("#spectrum svg, #spectrum canvas").first.wait_for(timeout=TIMEOUT_MS)

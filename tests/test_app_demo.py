@@ -346,8 +346,11 @@ def test_configured_folders_load_and_share_the_text_encoder_only_when_it_is_the_
     assert not models.shares_text_encoder and models.pixel.text_encoder is not models.source.text_encoder
 
 
-def test_toy_examples_for_tiny_models(demo):
+def test_toy_examples_and_defaults_for_tiny_models(demo):
     assert demo.toy and "a red circle left of a blue square" in demo.examples
+    defaults = Demo(demo.models, DemoConfig(), None).defaults  # as the toy models are trained and evaluated
+    assert (defaults.steps, defaults.guidance, defaults.source_steps, defaults.source_guidance) == (20, 2.0, 20, 2.0)
+    assert (demo.defaults.steps, demo.defaults.source_steps) == (STEPS, STEPS)
     facts = demo.describe()
     assert facts["origin"] == "embedded" and facts["text_encoder"] == "shared by both pipelines"
     assert "native 256 px" in facts["pixel"]
