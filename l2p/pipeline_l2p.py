@@ -149,15 +149,20 @@ class L2PPipeline(DiffusionPipeline):
             prompt = list(prompt)  # Z-Image's encoder rewrites list items in place with the chat template
         if isinstance(negative_prompt, list):
             negative_prompt = list(negative_prompt)
-        prompt_embeds, negative_prompt_embeds = self.encode_prompt(
-            prompt=prompt,
-            device=device,
-            do_classifier_free_guidance=do_cfg,
-            negative_prompt=negative_prompt,
-            prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds,
-            max_sequence_length=max_sequence_length,
-        )
+        if prompt_embeds is not None and prompt is None:
+            if do_cfg and negative_prompt_embeds is None:
+                raise ValueError("with prompt_embeds and no prompt, guidance_scale > 1 needs negative_prompt_embeds too")
+            negative_prompt_embeds = negative_prompt_embeds if do_cfg else []
+        else:
+            prompt_embeds, negative_prompt_embeds = self.encode_prompt(
+                prompt=prompt,
+                device=device,
+                do_classifier_free_guidance=do_cfg,
+                negative_prompt=negative_prompt,
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_prompt_embeds,
+                max_sequence_length=max_sequence_length,
+            )
         repeat = num_images_per_prompt
         prompt_embeds = [embeds for embeds in prompt_embeds for _ in range(repeat)]
         negative_prompt_embeds = [embeds for embeds in negative_prompt_embeds for _ in range(repeat)]

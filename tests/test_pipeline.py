@@ -135,3 +135,13 @@ def test_bad_inputs_raise_clear_errors(pipe):
         run(pipe, callback_on_step_end=lambda *a: {}, callback_on_step_end_tensor_inputs=["noise"])
     with pytest.raises(ValueError, match="pass a prompt"):
         pipe(None)
+
+
+def test_precomputed_embeddings_give_the_same_image(pipe):
+    positive, negative = pipe.encode_prompt(["a red circle"], negative_prompt=["a blue square"], device="cpu")
+    direct = run(pipe, negative_prompt="a blue square", guidance_scale=3.0)
+    embedded = pipe(prompt_embeds=positive, negative_prompt_embeds=negative, guidance_scale=3.0, height=64, width=64,
+                    num_inference_steps=3, output_type="np", generator=torch.Generator().manual_seed(0)).images
+    np.testing.assert_array_equal(direct, embedded)
+    with pytest.raises(ValueError, match="needs negative_prompt_embeds"):
+        pipe(prompt_embeds=positive, guidance_scale=3.0, height=64, width=64)
