@@ -9,7 +9,6 @@ seed and stays frozen, the VAE comes from `training.vae`, and the DiT is initial
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from transformers import Qwen3Config, Qwen3Model
 from l2p.tokenizer import build_word_tokenizer
 from l2p.toyworld import VOCABULARY
 
-from .config import ConfigError, load_config
+from .config import ConfigError, parse_command_line
 from .files import atomic_directory
 
 
@@ -54,12 +53,8 @@ def build(config: ComponentsConfig) -> Path:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML component config")
-    parser.add_argument("overrides", nargs="*", help="field.sub=value overrides")
-    args = parser.parse_args(argv)
-    print(build(load_config(ComponentsConfig, args.config, args.overrides)))
-
+    _, config = parse_command_line(ComponentsConfig, __doc__, argv)
+    print(build(config))
 
 if __name__ == "__main__":
     main()

@@ -7,6 +7,7 @@ typo fails in the first second of a run rather than after an hour.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import typing
 from pathlib import Path
@@ -87,3 +88,16 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] = ()):
 
 def to_dict(config) -> dict:
     return dataclasses.asdict(config)
+
+
+def parse_command_line(cls, description: str, argv=None, extra_arguments=()):
+    """The CLI every config-driven stage shares: `--config FILE` and `field.sub=value` overrides.
+
+    `extra_arguments` are (args, kwargs) pairs for `add_argument`. Returns (parsed arguments, config)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML run config")
+    for args, kwargs in extra_arguments:
+        parser.add_argument(*args, **kwargs)
+    parser.add_argument("overrides", nargs="*", help="field.sub=value overrides")
+    arguments = parser.parse_args(argv)
+    return arguments, load_config(cls, arguments.config, arguments.overrides)

@@ -11,7 +11,6 @@ stopped. The output is an image folder with `metadata.jsonl` (`file_name`, `prom
 
 from __future__ import annotations
 
-import argparse
 import json
 import zlib
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from accelerate import PartialState
 
-from .config import ConfigError, load_config
+from .config import ConfigError, parse_command_line
 from .evaluate import generation_settings, load_pipeline
 from .files import atomic_file
 
@@ -99,12 +98,8 @@ def run(config: SynthesizeConfig) -> Path:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML run config")
-    parser.add_argument("overrides", nargs="*", help="field.sub=value overrides")
-    args = parser.parse_args(argv)
-    run(load_config(SynthesizeConfig, args.config, args.overrides))
-
+    _, config = parse_command_line(SynthesizeConfig, __doc__, argv)
+    run(config)
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,6 @@ of (seed, rank, step), so `--resume` continues exactly where an uninterrupted ru
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -30,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from l2p import L2PPipeline, L2PTransformer2DModel, freeze_for_transfer
 from l2p.transfer import POLICIES
 
-from .config import ConfigError, load_config, to_dict
+from .config import ConfigError, parse_command_line, to_dict
 from .data import ImageFolderCorpus, ToyCorpus, step_rng
 from .files import atomic_directory, atomic_file
 from .flow import flow_matching_loss, noised, sigma_grid
@@ -354,13 +353,11 @@ def run(config: TrainConfig, resume: bool = False) -> Path:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML run config")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
-    parser.add_argument("overrides", nargs="*", help="field.sub=value overrides")
-    args = parser.parse_args(argv)
-    run(load_config(TrainConfig, args.config, args.overrides), resume=args.resume)
-
+    arguments, config = parse_command_line(
+        TrainConfig, __doc__, argv,
+        [(("--resume",), {"action": "store_true", "help": "continue from the latest checkpoint in output_dir"})],
+    )
+    run(config, resume=arguments.resume)
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,6 @@ latents of full renders, as `ZImagePipeline` expects.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import time
@@ -21,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
-from .config import load_config
+from .config import parse_command_line
 from .files import atomic_directory
 from .toy_data import toy_batch
 
@@ -132,12 +131,8 @@ def train(config: VaeConfig) -> dict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML run config")
-    parser.add_argument("overrides", nargs="*", help="field.sub=value overrides")
-    args = parser.parse_args(argv)
-    train(load_config(VaeConfig, args.config, args.overrides))
-
+    _, config = parse_command_line(VaeConfig, __doc__, argv)
+    train(config)
 
 if __name__ == "__main__":
     main()
