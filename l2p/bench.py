@@ -937,14 +937,12 @@ def _targets(records: list[dict]) -> list[str]:
     return ["", "Targets (issue 6):", *lines] if lines else []
 
 
-def plot(result: dict, path: Path) -> bool:
-    try:
-        import matplotlib
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
     meta = result["meta"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     markers = {"source": "s", "pixel": "o", "pixel_hr": "^"}
@@ -977,7 +975,6 @@ def plot(result: dict, path: Path) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return True
 
 
 def write_outputs(result: dict, out_dir: Path) -> dict[str, Path]:
@@ -987,8 +984,7 @@ def write_outputs(result: dict, out_dir: Path) -> dict[str, Path]:
     paths = {"json": out_dir / f"{stem}.json", "md": out_dir / f"{stem}.md", "png": out_dir / f"{stem}.png"}
     paths["json"].write_text(json.dumps(result, indent=1) + "\n")
     paths["md"].write_text(markdown_table(result))
-    if not plot(result, paths["png"]):
-        del paths["png"]
+    plot(result, paths["png"])
     return paths
 
 
