@@ -80,7 +80,7 @@ def run_stage(stage: str, threads: int) -> None:
     elif stage == "export":
         export_source(RUNS / "source", RUNS / "source-init", ASSETS / "tiny-source")
     elif stage == "prompts":
-        prompts.toy_prompts(1000, seed=1, out=RUNS / "prompts.jsonl")
+        prompts.toy_prompts(500, seed=1, out=RUNS / "prompts.jsonl")
     elif stage == "synthesize":
         synthesize.run(_config(synthesize.SynthesizeConfig, "synthesize", threads))
     elif stage == "transfer":
