@@ -40,6 +40,7 @@ class VaeConfig:
     layers_per_block: int = 1
     eval_images: int = 64
     log_every: int = 50
+    init: str | None = None  # continue from a trained VAE folder instead of a fresh one
     threads: int = 0  # 0: torch's default
 
 
@@ -86,7 +87,7 @@ def train(config: VaeConfig) -> dict:
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    vae = build_vae(config).train()
+    vae = (AutoencoderKL.from_pretrained(config.init) if config.init else build_vae(config)).train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=0.0)
     warmup = max(1, config.steps // 20)
     # Warm up, then cosine to a tenth: the last steps polish edges, where PSNR is won or lost.
