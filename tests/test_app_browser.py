@@ -1,8 +1,13 @@
 """In a real browser: Debian's Chromium, driven by Playwright, types a prompt, generates an image, runs Compare and
-sees the slider, the cost table and the spectrum. Screenshots go to docs/screenshots/ for the README.
+sees the slider, the cost table and the spectrum. Screenshots go to a temporary folder, or to the folder named by
+L2P_SCREENSHOTS: `L2P_SCREENSHOTS=docs/screenshots python -m pytest tests/test_app_browser.py` refreshes the
+README's pictures (a plain test run never rewrites tracked files).
 
 Skipped only when /usr/bin/chromium (or the playwright package) is absent; CI installs Chromium with apt.
 """
+
+import os
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +17,6 @@ from browser.server import REPO, save_tiny_models, serve_app
 MISSING = missing_reason()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"no browser to drive: {MISSING}")
 
-SCREENSHOTS = REPO / "docs" / "screenshots"
 # Every image matched by a selector has finished loading.
 LOADED = "selector => [...document.querySelectorAll(selector)].every(img => img.complete && img.naturalWidth > 0)"
 PROMPT = "a red circle left of a blue square"
@@ -31,10 +35,16 @@ def app_url(tmp_path_factory):
         yield url
 
 
-def test_type_a_prompt_generate_then_compare(app_url):
+@pytest.fixture()
+def screenshots(tmp_path):
+    folder = Path(os.environ["L2P_SCREENSHOTS"]) if os.environ.get("L2P_SCREENSHOTS") else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_type_a_prompt_generate_then_compare(app_url, screenshots):
     from playwright.sync_api import expect
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with browser_page() as page:
         page.goto(app_url, wait_until="networkidle")
         page.locator("#prompt textarea").fill(PROMPT)
@@ -43,7 +53,7 @@ def test_type_a_prompt_generate_then_compare(app_url):
         expect(page.locator("#image img")).to_have_count(1, timeout=TIMEOUT_MS)
         page.wait_for_function(LOADED, arg="#image img", timeout=TIMEOUT_MS)
         assert page.locator("#image img").evaluate("img => [img.naturalWidth, img.naturalHeight]") == [256, 256]
-        page.screenshot(path=SCREENSHOTS / "generate.png", full_page=True)
+        page.screenshot(path=screenshots / "generate.png", full_page=True)
 
         page.locator("#compare").click()
         page.get_by_text("in all").wait_for(timeout=TIMEOUT_MS)
@@ -53,6 +63,6 @@ def test_type_a_prompt_generate_then_compare(app_url):
         assert [slider.nth(i).evaluate("img => img.naturalWidth") for i in range(2)] == [256, 256]
         page.locator("#costs").get_by_text("VAE decode").wait_for(timeout=TIMEOUT_MS)
         page.locator("#spectrum svg, #spectrum canvas").first.wait_for(timeout=TIMEOUT_MS)
-        page.screenshot(path=SCREENSHOTS / "compare.png", full_page=True)
-    assert (SCREENSHOTS / "generate.png").stat().st_size > 10_000
-    assert (SCREENSHOTS / "compare.png").stat().st_size > 10_000
+        page.screenshot(path=screenshots / "compare.png", full_page=True)
+    assert (screenshots / "generate.png").stat().st_size > 10_000
+    assert (screenshots / "compare.png").stat().st_size > 10_000
