@@ -56,5 +56,6 @@ def main(argv=None):
     _, config = parse_command_line(ComponentsConfig, __doc__, argv)
     print(build(config))
 
+
 if __name__ == "__main__":
     main()

@@ -101,5 +101,6 @@ def main(argv=None):
     _, config = parse_command_line(SynthesizeConfig, __doc__, argv)
     run(config)
 
+
 if __name__ == "__main__":
     main()

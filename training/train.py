@@ -359,5 +359,6 @@ def main(argv=None):
     )
     run(config, resume=arguments.resume)
 
+
 if __name__ == "__main__":
     main()

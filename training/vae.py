@@ -135,5 +135,6 @@ def main(argv=None):
     _, config = parse_command_line(VaeConfig, __doc__, argv)
     train(config)
 
+
 if __name__ == "__main__":
     main()
