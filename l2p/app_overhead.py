@@ -1,0 +1,120 @@
+"""The demo's overhead over the bare pipeline: the same generation through `app.py`'s API and directly.
+
+    python -m l2p.app_overhead [--steps 20] [--repeats 3] [--threads 1]
+
+Starts `app.py` (the embedded models, or whatever `L2P_*` configures) on a free local port, times
+`/generate` end to end with `gradio_client` (queue, live previews, PNG encoding and transfer included), and
+times `L2PPipeline.__call__` on the same prompt, size, steps, guidance and seed in this process with the same
+thread count. Writes docs/benchmarks/app-overhead-<device>.{json,md}. Target (issue 6): under 5%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def time_app(prompt: str, steps: int, guidance: float, seed: int, repeats: int, threads: int) -> list[float]:
+    from gradio_client import Client
+
+    port = _free_port()
+    work = Path(tempfile.mkdtemp(prefix="l2p-overhead-"))
+    environment = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port), HF_HUB_OFFLINE="1",
+                       GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS=str(threads), GRADIO_TEMP_DIR=str(work))
+    with open(work / "app.log", "w") as log:
+        server = subprocess.Popen([sys.executable, str(REPO / "app.py")], cwd=work, env=environment, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                client = Client(f"http://127.0.0.1:{port}", verbose=False)
+                break
+            except Exception:
+                if server.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"app.py did not start; see {work / 'app.log'}") from None
+                time.sleep(1)
+        arguments = dict(prompt=prompt, steps=steps, guidance=guidance, seed=seed, randomize_seed=False, api_name="/generate")
+        client.predict(**arguments)  # warm-up
+        seconds = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            client.predict(**arguments)
+            seconds.append(time.perf_counter() - started)
+        return seconds
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def time_pipeline(prompt: str, steps: int, guidance: float, seed: int, repeats: int, threads: int) -> tuple[list[float], int]:
+    import torch
+
+    from .demo import DemoConfig, load_models
+
+    torch.set_num_threads(threads)
+    pipe = load_models(DemoConfig.load()).pixel  # the same models, loaded as the app loads them
+    size = pipe.transformer.config.patch_size * pipe.transformer.config.trained_grid
+
+    def once():
+        pipe(prompt, height=size, width=size, num_inference_steps=steps, guidance_scale=guidance,
+             generator=torch.Generator().manual_seed(seed))
+
+    once()  # warm-up
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        once()
+        seconds.append(time.perf_counter() - started)
+    return seconds, size
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompt", default="a red circle left of a blue square")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks")
+    args = parser.parse_args(argv)
+    common = (args.prompt, args.steps, args.guidance, args.seed, args.repeats, args.threads)
+    bare, size = time_pipeline(*common)
+    app = time_app(*common)
+    result = {
+        "device": "cpu", "threads": args.threads, "size": size, "steps": args.steps, "guidance": args.guidance,
+        "bare_pipeline_s": bare, "app_generate_s": app,
+        "overhead": statistics.median(app) / statistics.median(bare) - 1.0,
+        "command": "python -m l2p.app_overhead " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "app-overhead-cpu.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / "app-overhead-cpu.md").write_text(
+        f"# The demo's overhead over the bare pipeline (CPU, {args.threads} thread(s))\n\n"
+        f"`{result['command']}`: {size}x{size}, {args.steps} steps, guidance {args.guidance}, median of {args.repeats}.\n\n"
+        f"| bare `L2PPipeline` | `app.py` `/generate` via gradio_client | overhead |\n|---|---|---|\n"
+        f"| {statistics.median(bare):.3f} s | {statistics.median(app):.3f} s | {result['overhead']:+.1%} |\n\n"
+        "The app's time includes the queue, one x0 preview per step streamed to the client, PNG encoding and the "
+        "transfer; target (issue 6): under 5%.\n"
+    )
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
