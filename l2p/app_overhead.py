@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -33,7 +33,7 @@ def _free_port() -> int:
 def time_app(prompt: str, steps: int, guidance: float, seed: int, repeats: int, threads: int) -> list[float]:
     from gradio_client import Client
 
-    port = _free_port()
+    port = free_port()
     work = Path(tempfile.mkdtemp(prefix="l2p-overhead-"))
     environment = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port), HF_HUB_OFFLINE="1",
                        GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS=str(threads), GRADIO_TEMP_DIR=str(work))

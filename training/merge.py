@@ -25,7 +25,8 @@ from l2p import L2PPipeline, L2PTransformer2DModel
 from .files import atomic_directory, atomic_path
 
 
-def merged_transformer(checkpoint: Path) -> tuple[L2PTransformer2DModel, ZImagePipeline, dict]:
+def merged_transformer(checkpoint: Path) -> tuple[L2PTransformer2DModel, ZImagePipeline, set[str]]:
+    """The pixel model with the run's trained subset laid over it, its source, and the trained tensor names."""
     meta = json.loads((checkpoint / "state.json").read_text())
     model_config = meta["config"]["model"]
     if model_config["kind"] != "pixel":
@@ -40,7 +41,7 @@ def merged_transformer(checkpoint: Path) -> tuple[L2PTransformer2DModel, ZImageP
     if unknown:
         raise ValueError(f"{checkpoint} holds tensors the model does not have: {sorted(unknown)[:5]}")
     model.load_state_dict(trained, strict=False)
-    return model.eval(), source, meta
+    return model.eval(), source, set(trained)
 
 
 def release_state_dict(model: L2PTransformer2DModel, frozen: set[str], release_dtypes: bool) -> dict[str, torch.Tensor]:
@@ -53,9 +54,8 @@ def release_state_dict(model: L2PTransformer2DModel, frozen: set[str], release_d
 
 def merge(checkpoint: str | Path, file: str | Path | None, pipeline: str | Path | None, release_dtypes: bool = False) -> None:
     checkpoint = Path(checkpoint)
-    model, source, _ = merged_transformer(checkpoint)
+    model, source, trained = merged_transformer(checkpoint)
     if file is not None:
-        trained = set(load_file(str(checkpoint / "trainable.safetensors")))
         frozen = set(model.state_dict()) - trained
         with atomic_path(file) as staging:
             save_file(release_state_dict(model, frozen, release_dtypes), str(staging), metadata={"format": "pt"})

@@ -41,6 +41,11 @@ Prompt: {prompt}
 Answer with JSON only: {{"is_valid": true or false, "reason": "<one short sentence>"}}"""
 
 
+def prompt_key(prompt: str) -> str:
+    """What counts as the same prompt: case and spacing do not."""
+    return " ".join(prompt.lower().split())
+
+
 def read_existing(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -53,7 +58,7 @@ def append_records(path: Path, records: list[dict], seen: set[str]) -> int:
     written = 0
     with open(path, "a") as stream:
         for record in records:
-            key = " ".join(record["prompt"].lower().split())
+            key = prompt_key(record["prompt"])
             if key in seen:
                 continue
             seen.add(key)
@@ -65,18 +70,16 @@ def append_records(path: Path, records: list[dict], seen: set[str]) -> int:
 
 def toy_prompts(count: int, seed: int, out: Path) -> int:
     existing = read_existing(out)
-    seen = {" ".join(r["prompt"].lower().split()) for r in existing}
-    records, attempt = [], 0
+    seen = {prompt_key(r["prompt"]) for r in existing}
+    chosen, records, attempt = set(seen), [], 0
     while len(existing) + len(records) < count and attempt < 50:
         # The grammar has a few thousand distinct prompts; draw fresh batches until enough are new.
-        pairs = sample_prompts(count * 2, seed=seed + attempt)
-        for category, prompt in pairs:
-            key = " ".join(prompt.lower().split())
-            if key not in seen and len(existing) + len(records) < count:
-                seen.add(key)
+        for category, prompt in sample_prompts(count * 2, seed=seed + attempt):
+            if prompt_key(prompt) not in chosen and len(existing) + len(records) < count:
+                chosen.add(prompt_key(prompt))
                 records.append({"id": f"toy-{len(existing) + len(records):06d}", "major": "toy", "sub": category, "prompt": prompt})
         attempt += 1
-    return append_records(out, records, {" ".join(r["prompt"].lower().split()) for r in existing})
+    return append_records(out, records, seen)
 
 
 def parse_json(text: str):
@@ -111,7 +114,7 @@ class LanguageModel:
 
 def llm_prompts(writer: LanguageModel, auditor: LanguageModel, count: int, out: Path, per_call: int = 5) -> int:
     existing = read_existing(out)
-    seen = {" ".join(r["prompt"].lower().split()) for r in existing}
+    seen = {prompt_key(r["prompt"]) for r in existing}
     categories = [(major, sub) for major, subs in TAXONOMY.items() for sub in subs]
     written, call = 0, len(existing)
     while len(existing) + written < count:
