@@ -72,6 +72,10 @@ STEPS_RANGE = (1, 100)
 GUIDANCE_RANGE = (0.0, 10.0)
 MAX_SEQUENCE_LENGTH = 512  # Z-Image's text encoder reads at most this many tokens, chat template included
 PREVIEW_SIDE = 512  # live previews are downscaled to this long side
+# Progress reaches the page at most this often. Every update costs the server an image encode, a message and
+# Python time that competes with the denoising loop, and the page a download; at toy speeds (~0.1 s a step)
+# per-step updates made the app 40% slower than the bare pipeline (python -m l2p.app_overhead).
+PREVIEW_INTERVAL_S = 1.0
 CROP_SIDE = 128
 # A word-level toy tokenizer has a few dozen words; Qwen3's has ~150k. Below this, the toy world's examples.
 TOY_VOCABULARY_MAX = 1000
@@ -470,6 +474,22 @@ class CompareResult:
         return self.weights[pipeline] + working
 
 
+class ProgressPacer:
+    """Says when a run's progress is worth sending: at most once per `interval` seconds, never for the last
+    step (the result follows at once), and for the first step only if it took an interval (large sizes)."""
+
+    def __init__(self, total: int, interval: float = PREVIEW_INTERVAL_S):
+        self.total, self.interval = total, interval
+        self.last = time.perf_counter()
+
+    def due(self, step: int) -> bool:
+        now = time.perf_counter()
+        if step >= self.total or now - self.last < self.interval:
+            return False
+        self.last = now
+        return True
+
+
 def x0_preview(x0: torch.Tensor, side: int = PREVIEW_SIDE) -> Image.Image:
     """The first image of an x0 batch in [-1, 1] as a PIL image, downscaled to `side` on its long side."""
     image = x0[:1].float()
@@ -502,6 +522,7 @@ class Demo:
         self.tokenizer = models.source.tokenizer
         self.toy = len(self.tokenizer) < TOY_VOCABULARY_MAX
         self.lock = threading.Lock()  # the pipelines (and their schedulers) run one request at a time
+        self.preview_interval = PREVIEW_INTERVAL_S
         self.prompt_overhead = self._templated_length("")
 
     @classmethod
@@ -741,10 +762,13 @@ class Demo:
         estimate = self.estimate("pixel", width, height, request.steps, request.guidance)
 
         def work(emit, cancel):
+            pacer = ProgressPacer(request.steps, self.preview_interval)
+
             def on_step(pipe, step, timestep, tensors):
                 if cancel.is_set():
                     pipe._interrupt = True
-                emit(Preview("pixel", step + 1, request.steps, x0_preview(tensors["x0"])))
+                if pacer.due(step + 1):
+                    emit(Preview("pixel", step + 1, request.steps, x0_preview(tensors["x0"])))
                 return {}
 
             start = time.perf_counter()
@@ -782,10 +806,13 @@ class Demo:
             stages: list[StageCost] = []
 
             def counting(name, total):
+                pacer = ProgressPacer(total, self.preview_interval)
+
                 def on_step(pipe, step, timestep, tensors):
                     if cancel.is_set():
                         pipe._interrupt = True
-                    emit(Preview(name, step + 1, total))
+                    if pacer.due(step + 1):
+                        emit(Preview(name, step + 1, total))
                     return {}
                 return on_step
 
@@ -877,9 +904,13 @@ class Demo:
                     result = work(events.put, cancel)
                 events.put((done, result, None))
             except BaseException as error:  # noqa: BLE001 - every failure goes back to the user as a message
-                events.put((done, None, error))
-            finally:
+                # A failed run's tensors stay referenced from its traceback's frames: clear their locals (the
+                # traceback itself is kept for the log) and collect. A run that succeeded freed its tensors by
+                # reference counting, and a full collection (0.1-0.3 s with Gradio and torch loaded) would be
+                # pure overhead on every request.
+                traceback.clear_frames(error.__traceback__)
                 release_memory(self.device)
+                events.put((done, None, error))
 
         worker = threading.Thread(target=target, name="l2p-run", daemon=True)
         worker.start()

@@ -2,6 +2,7 @@
 check, failures, cancelling, configuration and loading."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from l2p.demo import (
     GenerateResult,
     MissingAssets,
     Preview,
+    ProgressPacer,
     Request,
     SourceDone,
     load_models,
@@ -103,15 +105,26 @@ def test_default_size_is_the_models_native_size(demo):
 
 
 # -- generate ---------------------------------------------------------------------------------------------------
-def test_generate_streams_one_preview_per_step_then_the_image_at_the_asked_size(demo):
+def test_generate_streams_x0_previews_then_the_image_at_the_asked_size(demo, monkeypatch):
+    monkeypatch.setattr(demo, "preview_interval", 0.0)  # every step's progress (the last one is the result)
     previews, result = run(demo.generate(Request("a red circle", aspect_ratio="4:3", steps=3, guidance=2.0, seed=7)))
     assert isinstance(result, GenerateResult)
     assert result.image.size == (256, 192) and (result.width, result.height) == (256, 192)
     assert result.seed == 7 and result.native and result.rope is None
-    assert [(p.pipeline, p.step, p.total) for p in previews] == [("pixel", 1, 3), ("pixel", 2, 3), ("pixel", 3, 3)]
+    assert [(p.pipeline, p.step, p.total) for p in previews] == [("pixel", 1, 3), ("pixel", 2, 3)]
     assert all(p.image.size == (256, 192) for p in previews)
-    # The last preview is the final x0, which is the image itself.
-    assert np.array_equal(np.asarray(previews[-1].image), np.asarray(result.image))
+
+
+def test_progress_is_paced_so_fast_steps_do_not_flood_the_page(demo, monkeypatch):
+    monkeypatch.setattr(demo, "preview_interval", 60.0)
+    previews, result = run(demo.generate(Request("a red circle", steps=4)))
+    assert previews == [] and result.image.size == (256, 256)
+    pacer = ProgressPacer(total=10, interval=0.05)
+    assert not pacer.due(1)  # too soon after the start
+    time.sleep(0.06)
+    assert pacer.due(2) and not pacer.due(3)  # then at most once per interval
+    time.sleep(0.06)
+    assert not pacer.due(10)  # never for the last step: the result follows
 
 
 def test_same_seed_same_image_and_a_random_seed_is_reported(demo):
@@ -136,14 +149,15 @@ def test_x0_preview_is_downscaled_to_its_long_side():
 
 
 # -- compare ----------------------------------------------------------------------------------------------------
-def test_compare_runs_both_on_the_same_seed_and_measures_every_stage(demo):
+def test_compare_runs_both_on_the_same_seed_and_measures_every_stage(demo, monkeypatch):
+    monkeypatch.setattr(demo, "preview_interval", 0.0)
     events, result = run(demo.compare(Request("a red circle left of a blue square", aspect_ratio="16:9", steps=2,
                                               guidance=2.0, seed=3, source_steps=3, source_guidance=1.0)))
     assert isinstance(result, CompareResult)
     kinds = [type(e).__name__ for e in events]
-    assert kinds == ["Preview"] * 3 + ["SourceDone"] + ["Preview"] * 2
-    assert [e.pipeline for e in events if isinstance(e, Preview)] == ["source"] * 3 + ["pixel"] * 2
-    assert isinstance(events[3], SourceDone) and events[3].seed == 3
+    assert kinds == ["Preview"] * 2 + ["SourceDone"] + ["Preview"]
+    assert [e.pipeline for e in events if isinstance(e, Preview)] == ["source"] * 2 + ["pixel"]
+    assert isinstance(events[2], SourceDone) and events[2].seed == 3
     assert result.source_image.size == result.pixel_image.size == (256, 144)
     assert result.seed == 3 and result.steps == {"source": 3, "pixel": 2}
     assert result.shares_text_encoder and demo.models.pixel.text_encoder is demo.models.source.text_encoder
@@ -289,7 +303,8 @@ def test_out_of_memory_is_reported_and_the_demo_keeps_working(demo, monkeypatch)
     assert result.image.size == (256, 256)
 
 
-def test_closing_a_run_interrupts_the_pipeline(demo):
+def test_closing_a_run_interrupts_the_pipeline(demo, monkeypatch):
+    monkeypatch.setattr(demo, "preview_interval", 0.0)
     calls = []
     transformer = demo.models.pixel.transformer
     transformer.register_forward_pre_hook(lambda *args: calls.append(1))
