@@ -100,6 +100,26 @@ def test_frozen_middle_stays_frozen_and_merge_writes_a_loadable_release_file(sou
     image = pipe("a red circle", height=64, width=64, num_inference_steps=2).images[0]
     assert image.size == (64, 64)
 
+    # Score against step: each checkpoint loaded into the merged pipeline; the last one is the merged model.
+    from training.evaluate import evaluate_checkpoints, evaluate_toy
+
+    rows = evaluate_checkpoints(tmp_path / "run", tmp_path / "pipeline", n_prompts=6, steps=2, out=tmp_path / "curve")
+    assert [row["step"] for row in rows] == [2]
+    assert rows[-1]["overall"] == evaluate_toy(tmp_path / "pipeline", n_prompts=6, steps=2)["overall"]
+    assert json.loads((tmp_path / "curve" / "curve.json").read_text())["curve"] == rows
+    with pytest.raises(ValueError, match="lacks"):
+        evaluate_checkpoints(tmp_path / "run", ROOT / "assets" / "tiny-source", n_prompts=1, steps=1)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_a_tenth():
+    from training.train import OptimConfig, learning_rate
+
+    optim = OptimConfig(lr=1.0, warmup_steps=10, schedule="cosine")
+    assert learning_rate(optim, 0, 100) == pytest.approx(0.1 * (0.1 + 0.9 * 0.5 * (1 + __import__("math").cos(0))))
+    assert learning_rate(optim, 50, 100) == pytest.approx(0.55)
+    assert learning_rate(optim, 100, 100) == pytest.approx(0.1)
+    assert learning_rate(OptimConfig(lr=1.0), 70, 100) == 1.0  # constant, the release's recipe
+
 
 def test_two_cpu_processes_synthesize_disjoint_shards_and_train(source_dir, tmp_path):
     from training.prompts import toy_prompts

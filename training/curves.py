@@ -1,6 +1,8 @@
-"""Plot training logs (`log.csv`: step, loss, ...) as one PNG, for docs/results.md.
+"""Plot training logs (`log.csv`: step, loss, ...) or toy score curves (`curve.json` from
+`training.evaluate toy-curve`) as one PNG, for docs/results.md.
 
     python -m training.curves runs/toy/source/log.csv runs/toy/transfer/log.csv --out docs/results/curves.png
+    python -m training.curves docs/results/source-curve/curve.json --out docs/results/source-score.png
 """
 
 from __future__ import annotations
@@ -35,12 +37,41 @@ def plot_logs(logs: list[Path], out: Path, smooth: int = 10) -> None:
     plt.close(fig)
 
 
+def plot_scores(curves: list[Path], out: Path) -> None:
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for path in curves:
+        record = json.loads(Path(path).read_text())
+        rows = record["curve"]
+        steps = [row["step"] for row in rows]
+        for key, style in (("overall", "-o"), ("single_object", "--"), ("colors", ":")):
+            ax.plot(steps, [row.get(key, float("nan")) for row in rows], style, label=f"{Path(record['run']).name}: {key}")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"toy score ({record['prompts']} prompts)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("logs", nargs="+", type=Path)
+    parser.add_argument("logs", nargs="+", type=Path, help="log.csv files, or curve.json files")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    plot_logs(args.logs, args.out)
+    if all(path.suffix == ".json" for path in args.logs):
+        plot_scores(args.logs, args.out)
+    else:
+        plot_logs(args.logs, args.out)
 
 
 if __name__ == "__main__":

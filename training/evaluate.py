@@ -1,6 +1,7 @@
 """Evaluate a pipeline folder: toy-world GenEval-style scores, or full-scale benchmark image sets.
 
     python -m training.evaluate toy assets/tiny-source --prompts 300 --out docs/eval/tiny-source
+    python -m training.evaluate toy-curve runs/toy/source --base runs/toy/source-init --prompts 100 --out docs/eval/curve
     python -m training.evaluate geneval PIPELINE --out outputs/geneval   # GenEval's folder layout
     python -m training.evaluate dpg PIPELINE --out outputs/dpg           # DPG-Bench's 2x2 grids
 
@@ -93,6 +94,38 @@ def evaluate_toy(folder, n_prompts: int = 300, seed: int = 0, steps: int = 20, g
     return result
 
 
+def evaluate_checkpoints(run, base, n_prompts: int = 100, seed: int = 0, steps: int = 20, guidance: float | None = None,
+                         out: str | Path | None = None) -> list[dict]:
+    """Toy score against training step: the `base` pipeline with each checkpoint's trained tensors in turn.
+
+    `base` holds everything a checkpoint does not: for the latent source its components folder (every DiT
+    tensor is trained), for a transfer the merged pipeline (the frozen middle blocks are the source's)."""
+    from safetensors.torch import load_file
+
+    pipe = load_pipeline(base)
+    checkpoints = sorted(Path(run).glob("checkpoint-*"), key=lambda folder: int(folder.name.split("-")[1]))
+    if not checkpoints:
+        raise FileNotFoundError(f"no checkpoint-* folders in {run}")
+    pairs = sample_prompts(n_prompts, seed=seed)
+    prompts = [prompt for _, prompt in pairs]
+    seeds = [seed + i for i in range(len(prompts))]
+    rows = []
+    for folder in checkpoints:
+        trained = load_file(str(folder / "trainable.safetensors"))
+        unexpected = sorted(set(trained) - set(pipe.transformer.state_dict()))
+        if unexpected:
+            raise ValueError(f"{folder} holds tensors the base pipeline's transformer lacks: {unexpected[:5]}")
+        pipe.transformer.load_state_dict(trained, strict=False)
+        result = score(generate(pipe, prompts, seeds, native_size(pipe), steps, guidance), prompts)
+        rows.append({"step": int(folder.name.split("-")[1]), **{k: v for k, v in result.items() if isinstance(v, float)}})
+        print(json.dumps(rows[-1]), flush=True)
+    if out is not None:
+        with atomic_file(Path(out) / "curve.json", "w") as stream:
+            json.dump({"run": str(run), "base": str(base), "prompts": n_prompts, "seed": seed, "steps": steps,
+                       "guidance": generation_settings(pipe, guidance)["guidance_scale"], "curve": rows}, stream, indent=1)
+    return rows
+
+
 def evaluate_geneval(folder, out, samples: int = 4, steps: int = 30, guidance: float | None = None, size: int | None = None):
     """Images for GenEval's 553 prompts in its layout: <out>/<index:05d>/samples/<n:05d>.png + metadata.jsonl."""
     pipe = load_pipeline(folder)
@@ -127,8 +160,9 @@ def evaluate_dpg(folder, out, steps: int = 30, guidance: float | None = None, si
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmark", choices=["toy", "geneval", "dpg"])
-    parser.add_argument("pipeline", help="a ZImagePipeline or L2PPipeline folder")
+    parser.add_argument("benchmark", choices=["toy", "toy-curve", "geneval", "dpg"])
+    parser.add_argument("pipeline", help="a ZImagePipeline or L2PPipeline folder (toy-curve: a training run folder)")
+    parser.add_argument("--base", help="toy-curve: the pipeline folder the run's checkpoints are loaded into")
     parser.add_argument("--out", required=True)
     parser.add_argument("--prompts", type=int, default=300, help="toy: number of prompts")
     parser.add_argument("--seed", type=int, default=0)
@@ -139,6 +173,10 @@ def main(argv=None):
     if args.benchmark == "toy":
         result = evaluate_toy(args.pipeline, args.prompts, args.seed, args.steps or 20, args.guidance, args.size, args.out)
         print(json.dumps(result, indent=1))
+    elif args.benchmark == "toy-curve":
+        if not args.base:
+            parser.error("toy-curve needs --base, the pipeline folder the checkpoints belong to")
+        evaluate_checkpoints(args.pipeline, args.base, args.prompts, args.seed, args.steps or 20, args.guidance, args.out)
     elif args.benchmark == "geneval":
         evaluate_geneval(args.pipeline, args.out, steps=args.steps or 30, guidance=args.guidance, size=args.size)
     else:

@@ -64,6 +64,9 @@ class OptimConfig:
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_steps: int = 0
+    # "constant" after warm-up (the release's recipe) or "cosine" down to a tenth at max_steps: short runs,
+    # like the toy source's, end better when the last steps take small ones.
+    schedule: str = "constant"
     batch_size: int = 1  # per process
     grad_clip: float = 1.0
 
@@ -92,6 +95,14 @@ class TrainConfig:
     threads: int = 0
 
 
+def learning_rate(optim: OptimConfig, step: int, max_steps: int) -> float:
+    """The rate for a step: a pure function of the step, so a resumed run follows the same curve."""
+    rate = optim.lr * min(1.0, (step + 1) / optim.warmup_steps) if optim.warmup_steps else optim.lr
+    if optim.schedule == "cosine":
+        rate *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / max_steps, 1.0)))
+    return rate
+
+
 def validate(config: TrainConfig) -> None:
     """Everything that can be checked before work starts, with the field's name in the message."""
     m, d = config.model, config.data
@@ -113,6 +124,8 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"data.kind must be 'imagefolder' or 'toy', got {d.kind!r}")
     if d.kind == "imagefolder" and not (d.path and (Path(d.path) / "metadata.jsonl").is_file()):
         raise ConfigError(f"data.path: corpus {d.path!r} is missing (no metadata.jsonl); run training.synthesize first")
+    if config.optim.schedule not in ("constant", "cosine"):
+        raise ConfigError(f"optim.schedule must be 'constant' or 'cosine', got {config.optim.schedule!r}")
     if config.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {config.mixed_precision!r}")
     if config.max_steps < 1 or config.optim.batch_size < 1:
@@ -216,9 +229,8 @@ class Trainer:
         self.accelerator.backward(loss)
         if c.optim.grad_clip:
             self.accelerator.clip_grad_norm_(self.model.parameters(), c.optim.grad_clip)
-        warmup = c.optim.warmup_steps
         for group in self.optimizer.param_groups:
-            group["lr"] = c.optim.lr * min(1.0, (self.step + 1) / warmup) if warmup else c.optim.lr
+            group["lr"] = learning_rate(c.optim, self.step, c.max_steps)
         self.optimizer.step()
         self.step += 1
         return self.accelerator.reduce(loss.detach(), reduction="mean").item()
