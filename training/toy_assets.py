@@ -4,7 +4,7 @@
     python -m training.toy_assets --stages source --force
 
 Stages (each one a `training` module with its YAML under training/configs/toy/):
-  vae         training.vae          the source's 16-channel VAE on toy renders (crops, then whole)
+  vae         training.vae          the source's 16-channel VAE on toy renders (128 px, then 256 px)
   components  training.components   tokenizer, frozen Qwen3 text encoder, VAE and a fresh DiT
   source      training.train        the tiny Z-Image DiT on VAE latents of toy renders
   export      -> assets/tiny-source (a ZImagePipeline folder)
@@ -72,8 +72,8 @@ def done(stage: str) -> bool:
 
 def run_stage(stage: str, threads: int) -> None:
     if stage == "vae":
-        vae.train(_config(vae.VaeConfig, "vae", threads))  # crops
-        vae.train(_config(vae.VaeConfig, "vae-full", threads))  # then whole renders
+        vae.train(_config(vae.VaeConfig, "vae", threads))  # 128-px renders
+        vae.train(_config(vae.VaeConfig, "vae-full", threads))  # then 256-px renders
     elif stage == "components":
         components.build(_config(components.ComponentsConfig, "components", threads))
     elif stage == "source":
