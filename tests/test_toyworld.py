@@ -342,3 +342,15 @@ def test_score_arithmetic():
     assert scores == pytest.approx({"single_object": 0.5, "counting": 1.0, "colors": 1.0, "overall": 2.5 / 3})
     with pytest.raises(ValueError):
         score(images, prompts[:3])
+
+
+def test_edge_width_reads_crisp_renders_as_about_a_pixel_and_grows_with_blur():
+    from l2p.sharpness import edge_widths, mean_edge_width
+
+    prompts = [prompt for _, prompt in sample_prompts(24, seed=5)]
+    renders = [render_prompt(prompt, 256, seed=i) for i, prompt in enumerate(prompts)]
+    widths = [mean_edge_width([image.filter(ImageFilter.GaussianBlur(s)) if s else image for image in renders]) for s in (0, 1, 2)]
+    assert 0.6 < widths[0] < 1.2
+    assert widths[0] + 1.5 < widths[1] < widths[2] - 1.5
+    assert abs(mean_edge_width([render_prompt(p, 1024, seed=i) for i, p in enumerate(prompts[:6])]) - widths[0]) < 0.3
+    assert edge_widths(Image.new("RGB", (64, 64), "white")) == []

@@ -2,6 +2,7 @@
 
     python -m training.evaluate toy assets/tiny-source --prompts 300 --out docs/eval/tiny-source
     python -m training.evaluate toy-curve runs/toy/source --base runs/toy/source-init --prompts 100 --out docs/eval/curve
+    python -m training.evaluate vae runs/toy/vae/vae --out docs/eval/vae         # reconstruction PSNR + pictures
     python -m training.evaluate geneval PIPELINE --out outputs/geneval   # GenEval's folder layout
     python -m training.evaluate dpg PIPELINE --out outputs/dpg           # DPG-Bench's 2x2 grids
 
@@ -126,6 +127,35 @@ def evaluate_checkpoints(run, base, n_prompts: int = 100, seed: int = 0, steps: 
     return rows
 
 
+def evaluate_vae(folder, n_images: int = 64, resolution: int = 256, seed: int = 7920, out: str | Path | None = None) -> dict:
+    """Reconstruction PSNR of a VAE folder on toy renders (by default the held-out set that
+    training/configs/toy/vae-full.yaml reports on), and a sheet of the first four: renders over reconstructions."""
+    from diffusers import AutoencoderKL
+
+    from .toy_data import toy_batch
+    from .vae import psnr
+
+    vae = AutoencoderKL.from_pretrained(folder).eval()
+    images, _, _ = toy_batch(0, n_images, resolution, seed=seed)
+    with torch.no_grad():
+        reconstructions = torch.cat([vae.decode(vae.encode(chunk).latent_dist.mode()).sample for chunk in images.split(8)])
+    scores = psnr(reconstructions, images)
+    result = {"vae": str(folder), "images": n_images, "resolution": resolution, "seed": seed,
+              "psnr_db": scores.mean().item(), "psnr_db_min": scores.min().item()}
+    if out is not None:
+        def pil(tensor):
+            return Image.fromarray(((tensor.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
+
+        shown = min(4, n_images)
+        sheet = grid([pil(t) for t in images[:shown]] + [pil(t) for t in reconstructions[:shown]], columns=shown)
+        with atomic_file(Path(out) / "reconstruction.png") as stream:
+            sheet.save(stream, format="PNG")
+        result["shown_psnr_db"] = [round(v, 2) for v in scores[:shown].tolist()]
+        with atomic_file(Path(out) / "scores.json", "w") as stream:
+            json.dump(result, stream, indent=1)
+    return result
+
+
 def evaluate_geneval(folder, out, samples: int = 4, steps: int = 30, guidance: float | None = None, size: int | None = None):
     """Images for GenEval's 553 prompts in its layout: <out>/<index:05d>/samples/<n:05d>.png + metadata.jsonl."""
     pipe = load_pipeline(folder)
@@ -160,8 +190,9 @@ def evaluate_dpg(folder, out, steps: int = 30, guidance: float | None = None, si
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmark", choices=["toy", "toy-curve", "geneval", "dpg"])
-    parser.add_argument("pipeline", help="a ZImagePipeline or L2PPipeline folder (toy-curve: a training run folder)")
+    parser.add_argument("benchmark", choices=["toy", "toy-curve", "vae", "geneval", "dpg"])
+    parser.add_argument("pipeline", help="a ZImagePipeline or L2PPipeline folder (toy-curve: a training run folder; "
+                                         "vae: an AutoencoderKL folder)")
     parser.add_argument("--base", help="toy-curve: the pipeline folder the run's checkpoints are loaded into")
     parser.add_argument("--out", required=True)
     parser.add_argument("--prompts", type=int, default=300, help="toy: number of prompts")
@@ -177,6 +208,8 @@ def main(argv=None):
         if not args.base:
             parser.error("toy-curve needs --base, the pipeline folder the checkpoints belong to")
         evaluate_checkpoints(args.pipeline, args.base, args.prompts, args.seed, args.steps or 20, args.guidance, args.out)
+    elif args.benchmark == "vae":
+        print(json.dumps(evaluate_vae(args.pipeline, out=args.out), indent=1))
     elif args.benchmark == "geneval":
         evaluate_geneval(args.pipeline, args.out, steps=args.steps or 30, guidance=args.guidance, size=args.size)
     else:
