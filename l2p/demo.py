@@ -754,7 +754,7 @@ class Demo:
 
     # -- runs -----------------------------------------------------------------------------------------------
     def generate(self, request: Request, cancel: threading.Event | None = None) -> Iterator[Preview | GenerateResult]:
-        """Text to image with the pixel model: a Preview per step (x0 estimate), then the GenerateResult."""
+        """Text to image with the pixel model: Previews (x0 estimates, paced by ProgressPacer), then the GenerateResult."""
         request = self.checked(request, "generate")
         width, height = self.size(request.preset, request.aspect_ratio)
         g = self.geometry

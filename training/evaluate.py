@@ -22,6 +22,7 @@ from diffusers import ZImagePipeline
 from PIL import Image
 
 from l2p import L2PPipeline
+from l2p.sharpness import mean_edge_width
 from l2p.toyworld import sample_prompts, score
 
 from .files import atomic_file
@@ -84,6 +85,8 @@ def evaluate_toy(folder, n_prompts: int = 300, seed: int = 0, steps: int = 20, g
     started = time.time()
     images = generate(pipe, prompts, [seed + i for i in range(len(prompts))], size, steps, guidance)
     result = score(images, prompts)
+    # Border sharpness of the same images (l2p.sharpness): what a VAE blurs and a pixel model need not.
+    result["edge_width_px"] = mean_edge_width(images)
     result.update(pipeline=str(folder), prompts=len(prompts), seed=seed, steps=steps, size=size,
                   guidance=generation_settings(pipe, guidance)["guidance_scale"], seconds=round(time.time() - started, 1))
     if out is not None:
@@ -96,7 +99,7 @@ def evaluate_toy(folder, n_prompts: int = 300, seed: int = 0, steps: int = 20, g
 
 
 def evaluate_checkpoints(run, base, n_prompts: int = 100, seed: int = 0, steps: int = 20, guidance: float | None = None,
-                         out: str | Path | None = None) -> list[dict]:
+                         out: str | Path | None = None, every: int = 1) -> list[dict]:
     """Toy score against training step: the `base` pipeline with each checkpoint's trained tensors in turn.
 
     `base` holds everything a checkpoint does not: for the latent source its components folder (every DiT
@@ -105,8 +108,9 @@ def evaluate_checkpoints(run, base, n_prompts: int = 100, seed: int = 0, steps: 
 
     pipe = load_pipeline(base)
     checkpoints = sorted(Path(run).glob("checkpoint-*"), key=lambda folder: int(folder.name.split("-")[1]))
+    checkpoints = [folder for folder in checkpoints if int(folder.name.split("-")[1]) % every == 0]
     if not checkpoints:
-        raise FileNotFoundError(f"no checkpoint-* folders in {run}")
+        raise FileNotFoundError(f"no checkpoint-* folders (at multiples of {every} steps) in {run}")
     pairs = sample_prompts(n_prompts, seed=seed)
     prompts = [prompt for _, prompt in pairs]
     seeds = [seed + i for i in range(len(prompts))]
@@ -200,6 +204,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--guidance", type=float, default=None, help="in L2P's convention (1 = off)")
     parser.add_argument("--size", type=int, default=None)
+    parser.add_argument("--every", type=int, default=1, help="toy-curve: only checkpoints at multiples of this step")
     args = parser.parse_args(argv)
     if args.benchmark == "toy":
         result = evaluate_toy(args.pipeline, args.prompts, args.seed, args.steps or 20, args.guidance, args.size, args.out)
@@ -207,7 +212,8 @@ def main(argv=None):
     elif args.benchmark == "toy-curve":
         if not args.base:
             parser.error("toy-curve needs --base, the pipeline folder the checkpoints belong to")
-        evaluate_checkpoints(args.pipeline, args.base, args.prompts, args.seed, args.steps or 20, args.guidance, args.out)
+        evaluate_checkpoints(args.pipeline, args.base, args.prompts, args.seed, args.steps or 20, args.guidance, args.out,
+                             args.every)
     elif args.benchmark == "vae":
         print(json.dumps(evaluate_vae(args.pipeline, out=args.out), indent=1))
     elif args.benchmark == "geneval":
