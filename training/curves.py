@@ -9,16 +9,33 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 from pathlib import Path
 
 
-def plot_logs(logs: list[Path], out: Path, smooth: int = 10) -> None:
+def _axes():
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    return plt.subplots(figsize=(7, 4))
+
+
+def _save(fig, ax, out: Path, **legend) -> None:
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(**legend)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_logs(logs: list[Path], out: Path, smooth: int = 10) -> None:
+    fig, ax = _axes()
     for log in logs:
         rows = list(csv.DictReader(open(log)))
         steps = [int(r["step"]) for r in rows]
@@ -26,41 +43,22 @@ def plot_logs(logs: list[Path], out: Path, smooth: int = 10) -> None:
         # A trailing mean: single-batch losses of flow matching swing with the sampled timesteps.
         smoothed = [sum(losses[max(0, i - smooth + 1) : i + 1]) / len(losses[max(0, i - smooth + 1) : i + 1]) for i in range(len(losses))]
         ax.plot(steps, smoothed, label=f"{log.parent.name} (mean of {smooth} logs)")
-    ax.set_xlabel("step")
     ax.set_ylabel("flow-matching loss")
     ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, out)
 
 
 def plot_scores(curves: list[Path], out: Path) -> None:
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _axes()
     for path in curves:
         record = json.loads(Path(path).read_text())
         rows = record["curve"]
         steps = [row["step"] for row in rows]
         for key, style in (("overall", "-o"), ("single_object", "--"), ("colors", ":")):
             ax.plot(steps, [row.get(key, float("nan")) for row in rows], style, label=f"{Path(record['run']).name}: {key}")
-    ax.set_xlabel("step")
     ax.set_ylabel(f"toy score ({record['prompts']} prompts)")
     ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, out, fontsize=8)
 
 
 def main(argv=None):

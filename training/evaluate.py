@@ -26,6 +26,9 @@ from l2p.sharpness import mean_edge_width
 from l2p.toyworld import sample_prompts, score
 
 from .files import atomic_file
+from .toy_data import toy_batch
+from .train import checkpoint_step, checkpoints, load_trained
+from .vae import HELD_OUT_SEED_OFFSET, psnr, reconstruct
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -104,25 +107,18 @@ def evaluate_checkpoints(run, base, n_prompts: int = 100, seed: int = 0, steps: 
 
     `base` holds everything a checkpoint does not: for the latent source its components folder (every DiT
     tensor is trained), for a transfer the merged pipeline (the frozen middle blocks are the source's)."""
-    from safetensors.torch import load_file
-
     pipe = load_pipeline(base)
-    checkpoints = sorted(Path(run).glob("checkpoint-*"), key=lambda folder: int(folder.name.split("-")[1]))
-    checkpoints = [folder for folder in checkpoints if int(folder.name.split("-")[1]) % every == 0]
-    if not checkpoints:
+    chosen = [folder for folder in checkpoints(run) if checkpoint_step(folder) % every == 0]
+    if not chosen:
         raise FileNotFoundError(f"no checkpoint-* folders (at multiples of {every} steps) in {run}")
     pairs = sample_prompts(n_prompts, seed=seed)
     prompts = [prompt for _, prompt in pairs]
     seeds = [seed + i for i in range(len(prompts))]
     rows = []
-    for folder in checkpoints:
-        trained = load_file(str(folder / "trainable.safetensors"))
-        unexpected = sorted(set(trained) - set(pipe.transformer.state_dict()))
-        if unexpected:
-            raise ValueError(f"{folder} holds tensors the base pipeline's transformer lacks: {unexpected[:5]}")
-        pipe.transformer.load_state_dict(trained, strict=False)
+    for folder in chosen:
+        load_trained(pipe.transformer, folder)
         result = score(generate(pipe, prompts, seeds, native_size(pipe), steps, guidance), prompts)
-        rows.append({"step": int(folder.name.split("-")[1]), **{k: v for k, v in result.items() if isinstance(v, float)}})
+        rows.append({"step": checkpoint_step(folder), **{k: v for k, v in result.items() if isinstance(v, float)}})
         print(json.dumps(rows[-1]), flush=True)
     if out is not None:
         with atomic_file(Path(out) / "curve.json", "w") as stream:
@@ -131,29 +127,25 @@ def evaluate_checkpoints(run, base, n_prompts: int = 100, seed: int = 0, steps: 
     return rows
 
 
-def evaluate_vae(folder, n_images: int = 64, resolution: int = 256, seed: int = 7920, out: str | Path | None = None) -> dict:
+def evaluate_vae(folder, n_images: int = 64, resolution: int = 256, seed: int = 1 + HELD_OUT_SEED_OFFSET,
+                 out: str | Path | None = None) -> dict:
     """Reconstruction PSNR of a VAE folder on toy renders (by default the held-out set that
-    training/configs/toy/vae-full.yaml reports on), and a sheet of the first four: renders over reconstructions."""
+    training/configs/toy/vae-full.yaml, seed 1, reports on), and a sheet of the first four: renders over
+    reconstructions."""
     from diffusers import AutoencoderKL
-
-    from .toy_data import toy_batch
-    from .vae import psnr
+    from diffusers.image_processor import VaeImageProcessor
 
     vae = AutoencoderKL.from_pretrained(folder).eval()
     images, _, _ = toy_batch(0, n_images, resolution, seed=seed)
-    with torch.no_grad():
-        reconstructions = torch.cat([vae.decode(vae.encode(chunk).latent_dist.mode()).sample for chunk in images.split(8)])
+    reconstructions, _ = reconstruct(vae, images)
     scores = psnr(reconstructions, images)
     result = {"vae": str(folder), "images": n_images, "resolution": resolution, "seed": seed,
               "psnr_db": scores.mean().item(), "psnr_db_min": scores.min().item()}
     if out is not None:
-        def pil(tensor):
-            return Image.fromarray(((tensor.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
-
         shown = min(4, n_images)
-        sheet = grid([pil(t) for t in images[:shown]] + [pil(t) for t in reconstructions[:shown]], columns=shown)
+        pictures = VaeImageProcessor().postprocess(torch.cat([images[:shown], reconstructions[:shown].clamp(-1, 1)]), output_type="pil")
         with atomic_file(Path(out) / "reconstruction.png") as stream:
-            sheet.save(stream, format="PNG")
+            grid(pictures, columns=shown).save(stream, format="PNG")
         result["shown_psnr_db"] = [round(v, 2) for v in scores[:shown].tolist()]
         with atomic_file(Path(out) / "scores.json", "w") as stream:
             json.dump(result, stream, indent=1)

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 from diffusers import ZImagePipeline
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from l2p import L2PPipeline, L2PTransformer2DModel
 
 from .files import atomic_directory, atomic_path
+from .train import load_trained
 
 
 def merged_transformer(checkpoint: Path) -> tuple[L2PTransformer2DModel, ZImagePipeline, set[str]]:
@@ -36,12 +37,8 @@ def merged_transformer(checkpoint: Path) -> tuple[L2PTransformer2DModel, ZImageP
         source.transformer, patch_size=model_config["patch_size"],
         detailer_channels=model_config["detailer_channels"], trained_grid=model_config["trained_grid"],
     )
-    trained = load_file(str(checkpoint / "trainable.safetensors"))
-    unknown = set(trained) - set(model.state_dict())
-    if unknown:
-        raise ValueError(f"{checkpoint} holds tensors the model does not have: {sorted(unknown)[:5]}")
-    model.load_state_dict(trained, strict=False)
-    return model.eval(), source, set(trained)
+    trained = load_trained(model, checkpoint)
+    return model.eval(), source, trained
 
 
 def release_state_dict(model: L2PTransformer2DModel, frozen: set[str], release_dtypes: bool) -> dict[str, torch.Tensor]:

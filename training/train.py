@@ -325,9 +325,28 @@ class CsvLog:
                 csv.writer(stream).writerow(row.values())
 
 
+def checkpoints(output_dir: Path) -> list[Path]:
+    """A run's checkpoint folders, oldest first (their zero-padded names sort by step)."""
+    return sorted(Path(output_dir).glob("checkpoint-*"))
+
+
+def checkpoint_step(folder: Path) -> int:
+    return int(folder.name.split("-")[1])
+
+
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    found = sorted(output_dir.glob("checkpoint-*"))
+    found = checkpoints(output_dir)
     return found[-1] if found else None
+
+
+def load_trained(model: torch.nn.Module, checkpoint: Path) -> set[str]:
+    """Lay a checkpoint's trained tensors over `model` (the rest stays as it is); returns their names."""
+    trained = load_file(str(checkpoint / "trainable.safetensors"))
+    unknown = set(trained) - set(model.state_dict())
+    if unknown:
+        raise ValueError(f"{checkpoint} holds tensors the model lacks: {sorted(unknown)[:5]}")
+    model.load_state_dict(trained, strict=False)
+    return set(trained)
 
 
 def run(config: TrainConfig, resume: bool = False) -> Path:
