@@ -40,7 +40,7 @@ from .toy_data import to_tensor
 class ModelConfig:
     kind: str = "pixel"  # "pixel" (the L2P model) or "latent" (a Z-Image DiT on VAE latents)
     source: str = "assets/tiny-source"  # ZImagePipeline folder or hub id: text encoder, tokenizer, VAE, DiT
-    init: str = "source"  # pixel: "source" (the transfer) or "scratch" (same architecture, random init)
+    init: str = "source"  # pixel: "source" (the transfer) or "scratch" (same architecture, random init, all trained)
     patch_size: int = 16
     detailer_channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     trained_grid: int = 64
@@ -149,9 +149,15 @@ class Trainer:
                 self.source.transformer, patch_size=m.patch_size, detailer_channels=m.detailer_channels, trained_grid=m.trained_grid
             )
             if m.init == "scratch":
+                # The baseline the transfer is measured against: the same architecture, random weights, and all
+                # of them trained (frozen random blocks would handicap it). Its checkpoints then hold every
+                # tensor, so a checkpoint alone rebuilds the model.
                 fresh = L2PTransformer2DModel.from_config(self.model.config)
                 self.model.load_state_dict(fresh.state_dict())
-            self.trainable = freeze_for_transfer(self.model, m.n_shallow, m.freeze_policy)
+                self.model.requires_grad_(True)
+                self.trainable = sum(p.numel() for p in self.model.parameters())
+            else:
+                self.trainable = freeze_for_transfer(self.model, m.n_shallow, m.freeze_policy)
         if m.gradient_checkpointing:
             self.model.enable_gradient_checkpointing()
         self.model.train()
