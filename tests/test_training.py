@@ -130,6 +130,29 @@ def test_scratch_baseline_trains_every_weight_and_its_checkpoint_alone_rebuilds_
             assert torch.equal(tensor, trained[name]), name
 
 
+def test_summary_compares_what_runs_trained_and_their_losses_at_common_steps(source_dir, tmp_path):
+    import csv
+
+    from l2p import freeze_for_transfer
+    from training.summary import markdown, summarize
+
+    for name, init in (("transfer", "source"), ("scratch", "scratch")):
+        run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / name, max_steps=4, **{"model.init": init})))
+    transfer, scratch = (summarize(tmp_path / name, at=[2, 4, 8], window=2) for name in ("transfer", "scratch"))
+
+    model = L2PTransformer2DModel.from_source(
+        tiny.source_pipeline().transformer, patch_size=16, detailer_channels=[8, 8, 16, 16], trained_grid=4
+    )
+    total = sum(p.numel() for p in model.parameters())
+    assert transfer["trainable"] == freeze_for_transfer(model, 1) and transfer["fraction"] == transfer["trainable"] / total
+    assert scratch["trainable"] == total and scratch["fraction"] == 1.0 and scratch["n_shallow"] == "all"
+    logged = [float(row["loss"]) for row in csv.DictReader(open(tmp_path / "transfer" / "log.csv"))]
+    assert transfer["loss"][4] == pytest.approx(sum(logged[2:4]) / 2)
+    assert transfer["loss"][8] is None  # the run never got there
+    table = markdown([transfer, scratch], window=2)
+    assert "| transfer | source | 1 |" in table and "| scratch | scratch | all |" in table
+
+
 def test_cosine_schedule_warms_up_then_decays_to_a_tenth():
     from training.train import OptimConfig, learning_rate
 
