@@ -188,3 +188,14 @@ def test_two_cpu_processes_synthesize_disjoint_shards_and_train(source_dir, tmp_
     )
     assert train.returncode == 0, train.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoint-0000002" / "trainable.safetensors").is_file()
+
+
+def test_vae_evaluation_measures_how_much_the_shipped_vae_widens_borders(tmp_path):
+    from training.evaluate import evaluate_vae
+
+    result = evaluate_vae(ROOT / "assets" / "tiny-source" / "vae", n_images=4, resolution=256, out=tmp_path)
+    assert result["psnr_db"] > 25
+    assert result["edge_width_px_renders"] < 1.5  # antialiased vector drawing
+    assert result["edge_width_px_reconstructions"] > 2 * result["edge_width_px_renders"]
+    assert json.loads((tmp_path / "scores.json").read_text())["psnr_db"] == result["psnr_db"]
+    assert (tmp_path / "reconstruction.png").is_file()

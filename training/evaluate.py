@@ -130,8 +130,9 @@ def evaluate_checkpoints(run, base, n_prompts: int = 100, seed: int = 0, steps: 
 def evaluate_vae(folder, n_images: int = 64, resolution: int = 256, seed: int = 1 + HELD_OUT_SEED_OFFSET,
                  out: str | Path | None = None) -> dict:
     """Reconstruction PSNR of a VAE folder on toy renders (by default the held-out set that
-    training/configs/toy/vae-full.yaml, seed 1, reports on), and a sheet of the first four: renders over
-    reconstructions."""
+    training/configs/toy/vae-full.yaml, seed 1, reports on), the mean edge width of the renders and of their
+    reconstructions (what the VAE alone does to borders: the floor for any latent model's sharpness), and a sheet
+    of the first four: renders over reconstructions."""
     from diffusers import AutoencoderKL
     from diffusers.image_processor import VaeImageProcessor
 
@@ -139,11 +140,14 @@ def evaluate_vae(folder, n_images: int = 64, resolution: int = 256, seed: int = 
     images, _, _ = toy_batch(0, n_images, resolution, seed=seed)
     reconstructions, _ = reconstruct(vae, images)
     scores = psnr(reconstructions, images)
+    processor = VaeImageProcessor()
+    renders, rebuilt = (processor.postprocess(batch.clamp(-1, 1), output_type="pil") for batch in (images, reconstructions))
     result = {"vae": str(folder), "images": n_images, "resolution": resolution, "seed": seed,
-              "psnr_db": scores.mean().item(), "psnr_db_min": scores.min().item()}
+              "psnr_db": scores.mean().item(), "psnr_db_min": scores.min().item(),
+              "edge_width_px_renders": mean_edge_width(renders), "edge_width_px_reconstructions": mean_edge_width(rebuilt)}
     if out is not None:
         shown = min(4, n_images)
-        pictures = VaeImageProcessor().postprocess(torch.cat([images[:shown], reconstructions[:shown].clamp(-1, 1)]), output_type="pil")
+        pictures = renders[:shown] + rebuilt[:shown]
         with atomic_file(Path(out) / "reconstruction.png") as stream:
             grid(pictures, columns=shown).save(stream, format="PNG")
         result["shown_psnr_db"] = [round(v, 2) for v in scores[:shown].tolist()]
