@@ -344,6 +344,19 @@ def test_score_arithmetic():
         score(images, prompts[:3])
 
 
+def test_partial_credit_counts_right_backgrounds_and_object_counts_even_when_prompts_fail():
+    from l2p.toyworld import partial_credit
+
+    images = [
+        render_prompt("a triangle on a black background", 128),  # wrong shape for its prompt, right background
+        render_prompt("two squares on a gray background", 128),  # right count, wrong background
+        render_prompt("three circles", 128),  # no background named: only its count is judged
+    ]
+    prompts = ["a circle on a black background", "two circles on a white background", "two circles"]
+    assert score(images, prompts)["overall"] == 0.0
+    assert partial_credit(images, prompts) == pytest.approx({"background_match": 0.5, "count_match": 2 / 3})
+
+
 def test_edge_width_reads_crisp_renders_as_about_a_pixel_and_grows_with_blur():
     from l2p.sharpness import edge_widths, mean_edge_width
 

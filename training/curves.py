@@ -54,7 +54,8 @@ def plot_scores(curves: list[Path], out: Path) -> None:
         record = json.loads(Path(path).read_text())
         rows = record["curve"]
         steps = [row["step"] for row in rows]
-        for key, style in (("overall", "-o"), ("single_object", "--"), ("colors", ":")):
+        # The score, and the partial credit that moves first while whole prompts still fail.
+        for key, style in (("overall", "-o"), ("background_match", "--"), ("count_match", ":")):
             ax.plot(steps, [row.get(key, float("nan")) for row in rows], style, label=f"{Path(record['run']).name}: {key}")
     ax.set_ylabel(f"toy score ({record['prompts']} prompts)")
     ax.set_ylim(0, 1)

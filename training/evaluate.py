@@ -23,7 +23,7 @@ from PIL import Image
 
 from l2p import L2PPipeline
 from l2p.sharpness import mean_edge_width
-from l2p.toyworld import sample_prompts, score
+from l2p.toyworld import partial_credit, sample_prompts, score
 
 from .files import atomic_file
 from .toy_data import toy_batch
@@ -78,6 +78,12 @@ def grid(images: list[Image.Image], columns: int = 8) -> Image.Image:
     return sheet
 
 
+def measure(images: list[Image.Image], prompts: list[str]) -> dict[str, float]:
+    """The toy scores, the partial credit a weak model already earns (right background, right object count),
+    and the border sharpness of the same images (l2p.sharpness: what a VAE blurs and a pixel model need not)."""
+    return {**score(images, prompts), **partial_credit(images, prompts), "edge_width_px": mean_edge_width(images)}
+
+
 def evaluate_toy(folder, n_prompts: int = 300, seed: int = 0, steps: int = 20, guidance: float | None = None,
                  size: int | None = None, out: str | Path | None = None) -> dict:
     """Toy GenEval: one image per prompt, prompt i with seed `seed + i`, scored by the toy evaluator."""
@@ -87,9 +93,7 @@ def evaluate_toy(folder, n_prompts: int = 300, seed: int = 0, steps: int = 20, g
     prompts = [prompt for _, prompt in pairs]
     started = time.time()
     images = generate(pipe, prompts, [seed + i for i in range(len(prompts))], size, steps, guidance)
-    result = score(images, prompts)
-    # Border sharpness of the same images (l2p.sharpness): what a VAE blurs and a pixel model need not.
-    result["edge_width_px"] = mean_edge_width(images)
+    result = measure(images, prompts)
     result.update(pipeline=str(folder), prompts=len(prompts), seed=seed, steps=steps, size=size,
                   guidance=generation_settings(pipe, guidance)["guidance_scale"], seconds=round(time.time() - started, 1))
     if out is not None:
@@ -117,8 +121,8 @@ def evaluate_checkpoints(run, base, n_prompts: int = 100, seed: int = 0, steps: 
     rows = []
     for folder in chosen:
         load_trained(pipe.transformer, folder)
-        result = score(generate(pipe, prompts, seeds, native_size(pipe), steps, guidance), prompts)
-        rows.append({"step": checkpoint_step(folder), **{k: v for k, v in result.items() if isinstance(v, float)}})
+        result = measure(generate(pipe, prompts, seeds, native_size(pipe), steps, guidance), prompts)
+        rows.append({"step": checkpoint_step(folder), **result})
         print(json.dumps(rows[-1]), flush=True)
     if out is not None:
         with atomic_file(Path(out) / "curve.json", "w") as stream:

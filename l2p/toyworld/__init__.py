@@ -1,7 +1,7 @@
 """A procedural world of flat shapes, rendered exactly at any size and judged exactly by a detector,
 so GenEval-style text-to-image scores can be measured on a CPU."""
 
-from .evaluate import CheckResult, DetectedObject, check, detect, score
+from .evaluate import CheckResult, DetectedObject, check, detect, partial_credit, score
 from .grammar import (
     BACKGROUNDS,
     CATEGORIES,
@@ -38,6 +38,7 @@ __all__ = [
     "place_objects",
     "render_layout",
     "render_prompt",
+    "partial_credit",
     "sample_prompts",
     "score",
 ]

@@ -84,6 +84,24 @@ def score(images: Iterable[Image.Image], prompts: Iterable[str]) -> dict[str, fl
     return scores
 
 
+def partial_credit(images: Iterable[Image.Image], prompts: Iterable[str]) -> dict[str, float]:
+    """What a weak model already gets right before whole prompts pass: diagnostics, not part of `overall`.
+
+    `background_match`: of the prompts that name a background, the share drawn on it (a colour the text
+    encoder and the DiT must carry; no shape needed). `count_match`: the share of images with exactly as many
+    objects as the prompt asks for, whatever their shapes and colours."""
+    backgrounds, counts = [], []
+    for image, prompt in zip(images, prompts):
+        parsed = parse_prompt(prompt)
+        background, objects = detect(image)
+        if parsed.background:
+            backgrounds.append(background == parsed.background)
+        counts.append(len(objects) == sum(spec.count for spec in parsed.objects))
+    if not counts:
+        raise ValueError("partial_credit needs at least one image")
+    return {"background_match": float(np.mean(backgrounds)) if backgrounds else float("nan"), "count_match": float(np.mean(counts))}
+
+
 def detect(image: Image.Image) -> tuple[str, tuple[DetectedObject, ...]]:
     """The background colour's name and the objects, left to right."""
     rgb = _as_rgb(image)
