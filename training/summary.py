@@ -2,7 +2,7 @@
 scores there, as one Markdown table (the transfer-versus-scratch comparison and the depth ablation in
 docs/results.md).
 
-    python -m training.summary runs/toy/cmp/transfer-n1 runs/toy/cmp/scratch --at 200 400 800 --out table.md
+    python -m training.summary runs/toy/transfer runs/toy/scratch --at 200 400 600 800 --out docs/results/transfer-vs-scratch.md
 
 Runs with the same seed, corpus and batch size see the same images, captions, noise and timesteps at every step
 (all are pure functions of seed, rank and step), so their losses at a step are a paired comparison. Each loss is
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 from pathlib import Path
 
 from safetensors import safe_open
@@ -26,26 +27,23 @@ from .train import checkpoints
 def parameter_count(folder: Path) -> int:
     """The number of parameters a checkpoint's trained tensors hold, read from the file's header only."""
     with safe_open(str(folder / "trainable.safetensors"), "pt") as tensors:
-        total = 0
-        for name in tensors.keys():
-            count = 1
-            for size in tensors.get_slice(name).get_shape():
-                count *= size
-            total += count
-    return total
+        return sum(math.prod(tensors.get_slice(name).get_shape()) for name in tensors.keys())
 
 
 def model_parameter_count(config: dict) -> int:
-    """All parameters of the pixel model a run trains (the frozen ones included)."""
+    """All parameters of the pixel model a run trains (the frozen ones included), from configs alone: the models
+    are built on the meta device, so no weights are read (the full-scale source is 6B parameters)."""
+    from accelerate import init_empty_weights
     from diffusers import ZImageTransformer2DModel
 
     from l2p import L2PTransformer2DModel
 
     m = config["model"]
-    source = ZImageTransformer2DModel.from_pretrained(m["source"], subfolder="transformer")
-    model = L2PTransformer2DModel.from_source(
-        source, patch_size=m["patch_size"], detailer_channels=m["detailer_channels"], trained_grid=m["trained_grid"]
-    )
+    with init_empty_weights():
+        source = ZImageTransformer2DModel.from_config(ZImageTransformer2DModel.load_config(m["source"], subfolder="transformer"))
+        model = L2PTransformer2DModel.from_source(
+            source, patch_size=m["patch_size"], detailer_channels=m["detailer_channels"], trained_grid=m["trained_grid"]
+        )
     return sum(parameter.numel() for parameter in model.parameters())
 
 
@@ -78,14 +76,15 @@ def summarize(run: Path, at: list[int], window: int) -> dict:
 
 def markdown(summaries: list[dict], window: int) -> str:
     steps = list(summaries[0]["loss"])
+    scored = [step for step in steps if any(s["score"][step] is not None for s in summaries)]  # others have no column
     show = lambda value, form: "-" if value is None else format(value, form)  # noqa: E731
     header = ["run", "init", "trained blocks (n_shallow)", "trainable parameters", "s/step"]
-    header += [f"loss @{step}" for step in steps] + [f"score @{step}" for step in steps if any(s["score"][step] is not None for s in summaries)]
+    header += [f"loss @{step}" for step in steps] + [f"score @{step}" for step in scored]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in summaries:
         cells = [s["run"], s["init"], str(s["n_shallow"]), f"{s['trainable']:,} ({s['fraction']:.0%})", f"{s['seconds_per_step']:.2f}"]
         cells += [show(s["loss"][step], ".4f") for step in steps]
-        cells += [show(s["score"][step], ".3f") for step in steps if any(t["score"][step] is not None for t in summaries)]
+        cells += [show(s["score"][step], ".3f") for step in scored]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(f"\nLoss: mean of the logged training losses over the {window} steps up to each step (the same batches in every run).")
     return "\n".join(lines) + "\n"

@@ -153,8 +153,7 @@ class Trainer:
                 # of them trained (frozen random blocks would handicap it). Its checkpoints then hold every
                 # tensor, so a checkpoint alone rebuilds the model.
                 fresh = L2PTransformer2DModel.from_config(self.model.config)
-                self.model.load_state_dict(fresh.state_dict())
-                self.model.requires_grad_(True)
+                self.model.load_state_dict(fresh.state_dict())  # every parameter still requires grad
                 self.trainable = sum(p.numel() for p in self.model.parameters())
             else:
                 self.trainable = freeze_for_transfer(self.model, m.n_shallow, m.freeze_policy)

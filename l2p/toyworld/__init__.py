@@ -35,10 +35,10 @@ __all__ = [
     "detect",
     "layout_prompt",
     "parse_prompt",
+    "partial_credit",
     "place_objects",
     "render_layout",
     "render_prompt",
-    "partial_credit",
     "sample_prompts",
     "score",
 ]

@@ -68,17 +68,22 @@ def check(image: Image.Image, prompt: str | ParsedPrompt) -> CheckResult:
     return CheckResult(not reason, objects, background, reason)
 
 
-def score(images: Iterable[Image.Image], prompts: Iterable[str]) -> dict[str, float]:
-    """GenEval-style accuracy per category present, and `overall`, the mean over those categories."""
+def _checked(images: Iterable[Image.Image], prompts: Iterable[str], caller: str) -> list[tuple[ParsedPrompt, CheckResult]]:
+    """Each prompt parsed and its image checked against it: what `score` and `partial_credit` both count."""
     images, prompts = list(images), list(prompts)
     if len(images) != len(prompts):
         raise ValueError(f"got {len(images)} images for {len(prompts)} prompts")
     if not prompts:
-        raise ValueError("score needs at least one image")
+        raise ValueError(f"{caller} needs at least one image")
+    parsed = [parse_prompt(prompt) for prompt in prompts]
+    return [(p, check(image, p)) for image, p in zip(images, parsed)]
+
+
+def score(images: Iterable[Image.Image], prompts: Iterable[str]) -> dict[str, float]:
+    """GenEval-style accuracy per category present, and `overall`, the mean over those categories."""
     outcomes: dict[str, list[bool]] = {}
-    for image, prompt in zip(images, prompts):
-        parsed = parse_prompt(prompt)
-        outcomes.setdefault(parsed.category, []).append(check(image, parsed).passed)
+    for parsed, result in _checked(images, prompts, "score"):
+        outcomes.setdefault(parsed.category, []).append(result.passed)
     scores = {category: float(np.mean(outcomes[category])) for category in CATEGORIES if category in outcomes}
     scores["overall"] = float(np.mean(list(scores.values())))
     return scores
@@ -90,15 +95,9 @@ def partial_credit(images: Iterable[Image.Image], prompts: Iterable[str]) -> dic
     `background_match`: of the prompts that name a background, the share drawn on it (a colour the text
     encoder and the DiT must carry; no shape needed). `count_match`: the share of images with exactly as many
     objects as the prompt asks for, whatever their shapes and colours."""
-    backgrounds, counts = [], []
-    for image, prompt in zip(images, prompts):
-        parsed = parse_prompt(prompt)
-        background, objects = detect(image)
-        if parsed.background:
-            backgrounds.append(background == parsed.background)
-        counts.append(len(objects) == sum(spec.count for spec in parsed.objects))
-    if not counts:
-        raise ValueError("partial_credit needs at least one image")
+    checked = _checked(images, prompts, "partial_credit")
+    backgrounds = [result.background == parsed.background for parsed, result in checked if parsed.background]
+    counts = [len(result.objects) == sum(spec.count for spec in parsed.objects) for parsed, result in checked]
     return {"background_match": float(np.mean(backgrounds)) if backgrounds else float("nan"), "count_match": float(np.mean(counts))}
 
 
