@@ -15,8 +15,8 @@ models in `assets/` are served; if configured models cannot be loaded, the embed
 | L2P_TEXT_ENCODER | text_encoder | where a release checkpoint's text encoder comes from (default: the source) |
 | L2P_ASSETS | assets | the folder holding the embedded `tiny-source/` and `tiny-l2p/` |
 | L2P_DEVICE, L2P_DTYPE | device, dtype | e.g. cuda / cpu, bfloat16 / float32 (default: cuda+bfloat16 if there is a GPU) |
-| L2P_STEPS, L2P_GUIDANCE | steps, guidance | the pixel model's defaults (full scale: 30, 2.0 as the release; toy: 20, 2.0) |
-| L2P_SOURCE_STEPS, L2P_SOURCE_GUIDANCE | source_steps, source_guidance | the source's defaults in Compare (full scale: 9, 1.0 as Z-Image-Turbo; toy: the pixel model's) |
+| L2P_STEPS, L2P_GUIDANCE | steps, guidance | the pixel model's defaults (else its folder's sampling.json, else the release's 30, 2.0) |
+| L2P_SOURCE_STEPS, L2P_SOURCE_GUIDANCE | source_steps, source_guidance | the source's defaults in Compare (else its folder's sampling.json, else Z-Image-Turbo's 9, 1.0) |
 | L2P_BENCHMARKS | benchmarks | a `docs/benchmarks/*.json` to estimate costs from (else measured at start-up) |
 | L2P_MAX_SECONDS | max_seconds | refuse runs estimated to take longer (default: no limit) |
 | L2P_CONCURRENCY, L2P_MAX_QUEUE | concurrency, max_queue | runs at once per device (1), waiting runs (20) |
@@ -57,6 +57,7 @@ from .presets import (
     resolve_rope,
 )
 from .rope import rope_scaling
+from .sampling import SamplingSettings, read_sampling
 from .spectrum import high_frequency_share, radial_power_spectrum
 
 log = logging.getLogger("l2p.demo")
@@ -66,6 +67,11 @@ EMBEDDED_SOURCE = "tiny-source"
 EMBEDDED_PIXEL = "tiny-l2p"
 BUILD_COMMAND = "python -m training.toy_assets"
 SOURCE_REPO_ID = "Tongyi-MAI/Z-Image-Turbo"
+
+# Defaults for folders without a sampling.json (the released models): L2P's release runs 30 steps at CFG 2.0;
+# Z-Image-Turbo runs 9 steps without guidance (1.0 in L2P's convention).
+RELEASE_STEPS, RELEASE_GUIDANCE = 30, 2.0
+TURBO_STEPS, TURBO_GUIDANCE = 9, 1.0
 
 MAX_SEED = 2**31 - 1
 STEPS_RANGE = (1, 100)
@@ -208,6 +214,9 @@ class LoadedModels:
     shares_text_encoder: bool
     notice: str | None = None  # why configured models were not loaded
     seconds: float = 0.0
+    # How each folder is meant to run (its sampling.json), when it has one: the embedded models do.
+    source_sampling: SamplingSettings | None = None
+    pixel_sampling: SamplingSettings | None = None
 
 
 def pick_device(config: DemoConfig) -> tuple[torch.device, torch.dtype]:
@@ -291,6 +300,10 @@ def _load_pair(source_location: str, pixel_location: str | None, config: DemoCon
     return source, pixel, pixel_name, shared
 
 
+def _sampling(location: str | None) -> SamplingSettings | None:
+    return read_sampling(location) if location and Path(location).is_dir() else None
+
+
 def load_models(config: DemoConfig) -> LoadedModels:
     """Load the configured pair, or the embedded pair (also when the configured one fails)."""
     from .checkpoint import RELEASE_REPO_ID
@@ -306,7 +319,8 @@ def load_models(config: DemoConfig) -> LoadedModels:
         try:
             source, pixel, pixel_name, shared = _load_pair(source_location, pixel_location, config, device, dtype)
             return LoadedModels(source, pixel, device, dtype, "configured", source_location, pixel_name, shared,
-                                seconds=time.perf_counter() - start)
+                                seconds=time.perf_counter() - start, source_sampling=_sampling(source_location),
+                                pixel_sampling=_sampling(pixel_location))
         except Exception as error:  # offline, missing files, wrong layout: fall back, and say why
             what = pixel_location or config.checkpoint
             notice = (f"The configured models (pixel: {what}, source: {source_location}) could not be loaded: "
@@ -326,7 +340,8 @@ def load_models(config: DemoConfig) -> LoadedModels:
         )
     source, pixel, pixel_name, shared = _load_pair(str(source_path), str(pixel_path), config, device, dtype)
     return LoadedModels(source, pixel, device, dtype, "embedded", _short(source_path), _short(pixel_path), shared,
-                        notice=notice, seconds=time.perf_counter() - start)
+                        notice=notice, seconds=time.perf_counter() - start, source_sampling=_sampling(str(source_path)),
+                        pixel_sampling=_sampling(str(pixel_path)))
 
 
 def _first_line(error: BaseException, limit: int = 400) -> str:
@@ -539,16 +554,18 @@ class Demo:
 
     @property
     def defaults(self) -> Request:
-        """The settings a page or API call starts from, unless configured. Full scale: the release's 30 steps
-        at guidance 2 for the pixel model, Z-Image-Turbo's own 9 steps without guidance for the source. Toy
-        scale: 20 steps at guidance 2 for both, as the toy models are trained and evaluated."""
-        config = self.config
-        steps = _or(config.steps, 20 if self.toy else 30)
-        guidance = _or(config.guidance, 2.0)
+        """The settings a page or API call starts from, unless configured: each folder's sampling.json (the
+        embedded models have one), else the release's 30 steps at guidance 2 for the pixel model and
+        Z-Image-Turbo's own 9 steps without guidance for the source. Guidance is in L2P's convention here, so a
+        Z-Image sampling.json's guidance_scale s is shown as s + 1."""
+        config, models = self.config, self.models
+        pixel, source = models.pixel_sampling, models.source_sampling
         return Request(
-            prompt="", steps=steps, guidance=guidance,
-            source_steps=_or(config.source_steps, steps if self.toy else 9),
-            source_guidance=_or(config.source_guidance, guidance if self.toy else 1.0),
+            prompt="",
+            steps=_or(config.steps, pixel.num_inference_steps if pixel else RELEASE_STEPS),
+            guidance=_or(config.guidance, pixel.guidance_scale if pixel else RELEASE_GUIDANCE),
+            source_steps=_or(config.source_steps, source.num_inference_steps if source else TURBO_STEPS),
+            source_guidance=_or(config.source_guidance, source.guidance_scale + 1.0 if source else TURBO_GUIDANCE),
         )
 
     @property

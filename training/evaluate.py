@@ -22,6 +22,7 @@ from diffusers import ZImagePipeline
 from PIL import Image
 
 from l2p import L2PPipeline
+from l2p.sampling import SamplingSettings, read_sampling
 from l2p.sharpness import mean_edge_width
 from l2p.toyworld import partial_credit, sample_prompts, score
 
@@ -30,6 +31,9 @@ from .toy_data import toy_batch
 from .train import checkpoint_step, checkpoints, load_trained
 from .vae import HELD_OUT_SEED_OFFSET, psnr, reconstruct
 
+# Evaluation prompts and seeds start here: training draws its toy renders from other seed streams
+# (`ToyCorpus`, `toy_batch`) and the transfer's prompts from seed 1 (`training.toy_assets`).
+HELD_OUT_SEED = 900_000
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
@@ -44,28 +48,39 @@ def load_pipeline(folder: str | Path):
     return pipe
 
 
-def generation_settings(pipe, guidance: float | None) -> dict:
-    """Same guidance strength for both families: Z-Image writes CFG as pos + s (pos - neg), L2P as
+# What a folder without `sampling.json` (a released model from the Hub) runs with: the L2P release's defaults
+# (30 steps, CFG 2.0 at 1024 px), the same strength for Z-Image (see `guidance_for`).
+RELEASE_SAMPLING = {"height": 1024, "width": 1024, "num_inference_steps": 30, "l2p_guidance": 2.0}
+
+
+def guidance_for(pipe, l2p_guidance: float) -> float:
+    """The same guidance strength for both families: Z-Image writes CFG as pos + s (pos - neg), L2P as
     neg + s (pos - neg), so Z-Image's s equals L2P's s - 1."""
-    l2p_scale = 2.0 if guidance is None else guidance
-    if isinstance(pipe, L2PPipeline):
-        return {"guidance_scale": l2p_scale}
-    return {"guidance_scale": l2p_scale - 1.0}
+    return l2p_guidance if isinstance(pipe, L2PPipeline) else l2p_guidance - 1.0
 
 
-def native_size(pipe) -> int:
-    if isinstance(pipe, L2PPipeline):
-        return pipe.transformer.config.patch_size * pipe.transformer.config.trained_grid
-    return 256 if pipe.transformer.config.dim < 1024 else 1024
+def run_settings(folder, pipe, steps: int | None = None, guidance: float | None = None, size: int | None = None,
+                 height: int | None = None, width: int | None = None) -> SamplingSettings:
+    """How to run a folder's pipeline: its `sampling.json`, with any of steps, guidance (in L2P's convention,
+    so that both families get the same strength), a square size or a height and width given here instead."""
+    own = read_sampling(folder)
+    if own is None:
+        r = RELEASE_SAMPLING
+        own = SamplingSettings(r["height"], r["width"], r["num_inference_steps"], guidance_for(pipe, r["l2p_guidance"]))
+    return SamplingSettings(
+        height=height or size or own.height,
+        width=width or size or own.width,
+        num_inference_steps=steps or own.num_inference_steps,
+        guidance_scale=own.guidance_scale if guidance is None else guidance_for(pipe, guidance),
+    )
 
 
-def generate(pipe, prompts: list[str], seeds: list[int], size: int, steps: int, guidance: float | None, batch_size: int = 8):
-    settings = generation_settings(pipe, guidance)
+def generate(pipe, prompts: list[str], seeds: list[int], settings: SamplingSettings, batch_size: int = 8):
     images = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
         generators = [torch.Generator().manual_seed(s) for s in seeds[start : start + batch_size]]
-        images += pipe(chunk, height=size, width=size, num_inference_steps=steps, generator=generators, **settings).images
+        images += pipe(chunk, generator=generators, **settings.as_kwargs()).images
     return images
 
 
@@ -84,18 +99,19 @@ def measure(images: list[Image.Image], prompts: list[str]) -> dict[str, float]:
     return {**score(images, prompts), **partial_credit(images, prompts), "edge_width_px": mean_edge_width(images)}
 
 
-def evaluate_toy(folder, n_prompts: int = 300, seed: int = 0, steps: int = 20, guidance: float | None = None,
+def evaluate_toy(folder, n_prompts: int = 300, seed: int = HELD_OUT_SEED, steps: int | None = None, guidance: float | None = None,
                  size: int | None = None, out: str | Path | None = None) -> dict:
-    """Toy GenEval: one image per prompt, prompt i with seed `seed + i`, scored by the toy evaluator."""
+    """Toy GenEval: one image per prompt, prompt i with seed `seed + i`, scored by the toy evaluator; the size,
+    steps and guidance are the folder's `sampling.json` unless given."""
     pipe = load_pipeline(folder)
-    size = size or native_size(pipe)
+    settings = run_settings(folder, pipe, steps, guidance, size)
     pairs = sample_prompts(n_prompts, seed=seed)
     prompts = [prompt for _, prompt in pairs]
     started = time.time()
-    images = generate(pipe, prompts, [seed + i for i in range(len(prompts))], size, steps, guidance)
+    images = generate(pipe, prompts, [seed + i for i in range(len(prompts))], settings)
     result = measure(images, prompts)
-    result.update(pipeline=str(folder), prompts=len(prompts), seed=seed, steps=steps, size=size,
-                  guidance=generation_settings(pipe, guidance)["guidance_scale"], seconds=round(time.time() - started, 1))
+    result.update(pipeline=str(folder), prompts=len(prompts), seed=seed, steps=settings.num_inference_steps,
+                  size=[settings.width, settings.height], guidance=settings.guidance_scale, seconds=round(time.time() - started, 1))
     if out is not None:
         out = Path(out)
         with atomic_file(out / "scores.json", "w") as stream:
@@ -105,13 +121,14 @@ def evaluate_toy(folder, n_prompts: int = 300, seed: int = 0, steps: int = 20, g
     return result
 
 
-def evaluate_checkpoints(run, base, n_prompts: int = 100, seed: int = 0, steps: int = 20, guidance: float | None = None,
-                         out: str | Path | None = None, every: int = 1) -> list[dict]:
+def evaluate_checkpoints(run, base, n_prompts: int = 100, seed: int = HELD_OUT_SEED, steps: int | None = None,
+                         guidance: float | None = None, out: str | Path | None = None, every: int = 1) -> list[dict]:
     """Toy score against training step: the `base` pipeline with each checkpoint's trained tensors in turn.
 
     `base` holds everything a checkpoint does not: for the latent source its components folder (every DiT
     tensor is trained), for a transfer the merged pipeline (the frozen middle blocks are the source's)."""
     pipe = load_pipeline(base)
+    settings = run_settings(base, pipe, steps, guidance)
     chosen = [folder for folder in checkpoints(run) if checkpoint_step(folder) % every == 0]
     if not chosen:
         raise FileNotFoundError(f"no checkpoint-* folders (at multiples of {every} steps) in {run}")
@@ -121,13 +138,13 @@ def evaluate_checkpoints(run, base, n_prompts: int = 100, seed: int = 0, steps: 
     rows = []
     for folder in chosen:
         load_trained(pipe.transformer, folder)
-        result = measure(generate(pipe, prompts, seeds, native_size(pipe), steps, guidance), prompts)
+        result = measure(generate(pipe, prompts, seeds, settings), prompts)
         rows.append({"step": checkpoint_step(folder), **result})
         print(json.dumps(rows[-1]), flush=True)
     if out is not None:
         with atomic_file(Path(out) / "curve.json", "w") as stream:
-            json.dump({"run": str(run), "base": str(base), "prompts": n_prompts, "seed": seed, "steps": steps,
-                       "guidance": generation_settings(pipe, guidance)["guidance_scale"], "curve": rows}, stream, indent=1)
+            json.dump({"run": str(run), "base": str(base), "prompts": n_prompts, "seed": seed, **settings.as_kwargs(),
+                       "curve": rows}, stream, indent=1)
     return rows
 
 
@@ -160,17 +177,17 @@ def evaluate_vae(folder, n_images: int = 64, resolution: int = 256, seed: int = 
     return result
 
 
-def evaluate_geneval(folder, out, samples: int = 4, steps: int = 30, guidance: float | None = None, size: int | None = None):
+def evaluate_geneval(folder, out, samples: int = 4, steps: int | None = None, guidance: float | None = None, size: int | None = None):
     """Images for GenEval's 553 prompts in its layout: <out>/<index:05d>/samples/<n:05d>.png + metadata.jsonl."""
     pipe = load_pipeline(folder)
-    size = size or native_size(pipe)
+    settings = run_settings(folder, pipe, steps, guidance, size)
     lines = (SHARED_DATA / "geneval" / "evaluation_metadata.jsonl").read_text().splitlines()
     for index, line in enumerate(lines):
         target = Path(out) / f"{index:05d}"
         if (target / "samples" / f"{samples - 1:05d}.png").exists():
             continue  # resumable
         metadata = json.loads(line)
-        images = generate(pipe, [metadata["prompt"]] * samples, list(range(samples)), size, steps, guidance)
+        images = generate(pipe, [metadata["prompt"]] * samples, list(range(samples)), settings)
         for n, image in enumerate(images):
             with atomic_file(target / "samples" / f"{n:05d}.png") as stream:
                 image.save(stream, format="PNG")
@@ -178,16 +195,16 @@ def evaluate_geneval(folder, out, samples: int = 4, steps: int = 30, guidance: f
             stream.write(line + "\n")
 
 
-def evaluate_dpg(folder, out, steps: int = 30, guidance: float | None = None, size: int | None = None):
+def evaluate_dpg(folder, out, steps: int | None = None, guidance: float | None = None, size: int | None = None):
     """Images for DPG-Bench's prompts: one 2x2 grid of four seeds per item, <out>/<item_id>.png."""
     pipe = load_pipeline(folder)
-    size = size or native_size(pipe)
+    settings = run_settings(folder, pipe, steps, guidance, size)
     for line in (SHARED_DATA / "dpg_bench" / "prompts.jsonl").read_text().splitlines():
         record = json.loads(line)
         target = Path(out) / f"{record['item_id']}.png"
         if target.exists():
             continue
-        images = generate(pipe, [record["prompt"]] * 4, [0, 1, 2, 3], size, steps, guidance)
+        images = generate(pipe, [record["prompt"]] * 4, [0, 1, 2, 3], settings)
         with atomic_file(target) as stream:
             grid(images, columns=2).save(stream, format="PNG")
 
@@ -200,26 +217,28 @@ def main(argv=None):
     parser.add_argument("--base", help="toy-curve: the pipeline folder the run's checkpoints are loaded into")
     parser.add_argument("--out", required=True)
     parser.add_argument("--prompts", type=int, default=300, help="toy: number of prompts")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--guidance", type=float, default=None, help="in L2P's convention (1 = off)")
-    parser.add_argument("--size", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=HELD_OUT_SEED,
+                        help=f"toy: prompt i is drawn and sampled with seed + i (default {HELD_OUT_SEED}, never used in training)")
+    parser.add_argument("--steps", type=int, default=None, help="default: the folder's sampling.json (30 without one)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="in L2P's convention (1 = off); default: the folder's sampling.json (2.0 without one)")
+    parser.add_argument("--size", type=int, default=None, help="a square side; default: the folder's sampling.json")
     parser.add_argument("--every", type=int, default=1, help="toy-curve: only checkpoints at multiples of this step")
     args = parser.parse_args(argv)
     if args.benchmark == "toy":
-        result = evaluate_toy(args.pipeline, args.prompts, args.seed, args.steps or 20, args.guidance, args.size, args.out)
+        result = evaluate_toy(args.pipeline, args.prompts, args.seed, args.steps, args.guidance, args.size, args.out)
         print(json.dumps(result, indent=1))
     elif args.benchmark == "toy-curve":
         if not args.base:
             parser.error("toy-curve needs --base, the pipeline folder the checkpoints belong to")
-        evaluate_checkpoints(args.pipeline, args.base, args.prompts, args.seed, args.steps or 20, args.guidance, args.out,
+        evaluate_checkpoints(args.pipeline, args.base, args.prompts, args.seed, args.steps, args.guidance, args.out,
                              args.every)
     elif args.benchmark == "vae":
         print(json.dumps(evaluate_vae(args.pipeline, out=args.out), indent=1))
     elif args.benchmark == "geneval":
-        evaluate_geneval(args.pipeline, args.out, steps=args.steps or 30, guidance=args.guidance, size=args.size)
+        evaluate_geneval(args.pipeline, args.out, steps=args.steps, guidance=args.guidance, size=args.size)
     else:
-        evaluate_dpg(args.pipeline, args.out, steps=args.steps or 30, guidance=args.guidance, size=args.size)
+        evaluate_dpg(args.pipeline, args.out, steps=args.steps, guidance=args.guidance, size=args.size)
 
 
 if __name__ == "__main__":

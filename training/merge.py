@@ -17,10 +17,11 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import ZImagePipeline
+from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline
 from safetensors.torch import save_file
 
 from l2p import L2PPipeline, L2PTransformer2DModel
+from l2p.sampling import SamplingSettings, read_sampling, write_sampling
 
 from .files import atomic_directory, atomic_path
 from .train import load_trained
@@ -49,7 +50,20 @@ def release_state_dict(model: L2PTransformer2DModel, frozen: set[str], release_d
     return state
 
 
-def merge(checkpoint: str | Path, file: str | Path | None, pipeline: str | Path | None, release_dtypes: bool = False) -> None:
+def pixel_sampling(model: L2PTransformer2DModel, source_folder: str, steps: int | None = None,
+                   guidance: float | None = None) -> SamplingSettings:
+    """The merged pipeline's `sampling.json`: its trained size (patch x trained grid), and the source's steps and
+    guidance strength (converted to L2P's convention) unless given; the release's 30 and 2.0 for a source without one."""
+    side = model.config.patch_size * model.config.trained_grid
+    own = read_sampling(source_folder) if Path(source_folder).is_dir() else None
+    default_steps, default_guidance = (own.num_inference_steps, own.guidance_scale + 1.0) if own else (30, 2.0)
+    return SamplingSettings(side, side, steps or default_steps, default_guidance if guidance is None else guidance)
+
+
+def merge(checkpoint: str | Path, file: str | Path | None, pipeline: str | Path | None, release_dtypes: bool = False,
+          steps: int | None = None, guidance: float | None = None) -> None:
+    """Write the release-layout file and/or the pipeline folder (with its sampling.json; its scheduler's shift
+    is the one the run trained with)."""
     checkpoint = Path(checkpoint)
     model, source, trained = merged_transformer(checkpoint)
     if file is not None:
@@ -57,9 +71,13 @@ def merge(checkpoint: str | Path, file: str | Path | None, pipeline: str | Path 
         with atomic_path(file) as staging:
             save_file(release_state_dict(model, frozen, release_dtypes), str(staging), metadata={"format": "pt"})
     if pipeline is not None:
-        pipe = L2PPipeline(L2PPipeline.default_scheduler(), source.text_encoder, source.tokenizer, model)
+        config = json.loads((checkpoint / "state.json").read_text())["config"]
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(L2PPipeline.default_scheduler().config, shift=config["flow"]["shift"])
+        pipe = L2PPipeline(scheduler, source.text_encoder, source.tokenizer, model)
+        sampling = pixel_sampling(model, config["model"]["source"], steps, guidance)
         with atomic_directory(pipeline) as staging:
             pipe.save_pretrained(staging)
+            write_sampling(staging, sampling)
 
 
 def main(argv=None):
@@ -68,10 +86,12 @@ def main(argv=None):
     parser.add_argument("--file", help="write the release-layout single file here")
     parser.add_argument("--pipeline", help="write an L2PPipeline folder here")
     parser.add_argument("--release-dtypes", action="store_true", help="frozen blocks fp32, the rest bf16")
+    parser.add_argument("--steps", type=int, help="sampling.json's steps (default: the source's)")
+    parser.add_argument("--guidance", type=float, help="sampling.json's guidance, L2P's convention (default: the source's strength)")
     args = parser.parse_args(argv)
     if not (args.file or args.pipeline):
         parser.error("name --file, --pipeline or both")
-    merge(args.checkpoint, args.file, args.pipeline, args.release_dtypes)
+    merge(args.checkpoint, args.file, args.pipeline, args.release_dtypes, args.steps, args.guidance)
 
 
 if __name__ == "__main__":

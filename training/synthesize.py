@@ -21,7 +21,7 @@ import torch
 from accelerate import PartialState
 
 from .config import ConfigError, parse_command_line
-from .evaluate import generation_settings, load_pipeline
+from .evaluate import load_pipeline, run_settings
 from .files import atomic_file
 
 
@@ -31,10 +31,11 @@ class SynthesizeConfig:
     prompts: str = "runs/toy/prompts.jsonl"  # JSONL {id, major, sub, prompt}, as training.prompts writes
     output_dir: str = "runs/toy/corpus"
     seeds_per_prompt: int = 2
-    height: int = 256
-    width: int = 256
-    steps: int = 20
-    guidance: float = 2.0  # L2P's convention (1 = off)
+    # None: as the source folder's sampling.json says (the release's defaults for a folder without one).
+    height: int | None = None
+    width: int | None = None
+    steps: int | None = None
+    guidance: float | None = None  # L2P's convention (1 = off)
     batch_size: int = 8
     seed: int = 0
     threads: int = 0
@@ -72,14 +73,13 @@ def run(config: SynthesizeConfig) -> Path:
     mine = items[state.process_index :: state.num_processes]
     todo = [item for item in mine if not (output / item.file_name).exists()]
     pipe = load_pipeline(config.source)
-    settings = generation_settings(pipe, config.guidance)
+    settings = run_settings(config.source, pipe, config.steps, config.guidance, height=config.height, width=config.width)
     done_log = output / f"rendered-by-process-{state.process_index}.txt"
     for start in range(0, len(todo), config.batch_size):
         chunk = todo[start : start + config.batch_size]
         images = pipe(
-            [item.prompt for item in chunk], height=config.height, width=config.width,
-            num_inference_steps=config.steps, generator=[torch.Generator().manual_seed(item.seed) for item in chunk],
-            **settings,
+            [item.prompt for item in chunk], generator=[torch.Generator().manual_seed(item.seed) for item in chunk],
+            **settings.as_kwargs(),
         ).images
         for item, image in zip(chunk, images):
             with atomic_file(output / item.file_name) as stream:

@@ -1,0 +1,62 @@
+"""`sampling.json`: how a pipeline folder is meant to run (size, steps, guidance), kept beside `model_index.json`.
+
+The embedded tiny models are trained at one size with one sampler setting; this file is the one place that says
+which, so the app's defaults, `training.evaluate` and the README example all read it instead of repeating the
+numbers. `guidance_scale` is in the folder's own pipeline's convention (Z-Image: pos + s (pos - neg); L2P:
+neg + s (pos - neg)), so `pipe(prompt, **settings.as_kwargs())` is the intended run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+SAMPLING_FILE = "sampling.json"
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    height: int
+    width: int
+    num_inference_steps: int
+    guidance_scale: float
+
+    def __post_init__(self):
+        for name in ("height", "width", "num_inference_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{SAMPLING_FILE}: {name} must be a positive integer, got {value!r}")
+        if not isinstance(self.guidance_scale, (int, float)) or isinstance(self.guidance_scale, bool) or self.guidance_scale < 0:
+            raise ValueError(f"{SAMPLING_FILE}: guidance_scale must be a number >= 0, got {self.guidance_scale!r}")
+
+    def as_kwargs(self) -> dict:
+        return asdict(self)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), PIL's order."""
+        return self.width, self.height
+
+
+def read_sampling(folder: str | os.PathLike) -> SamplingSettings | None:
+    """The folder's settings, or None when it has no `sampling.json` (a Hub model: use the release's defaults)."""
+    path = Path(folder) / SAMPLING_FILE
+    if not path.is_file():
+        return None
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    expected = {field.name for field in fields(SamplingSettings)}
+    if not isinstance(values, dict) or set(values) != expected:
+        got = sorted(values) if isinstance(values, dict) else type(values).__name__
+        raise ValueError(f"{path} must hold exactly {sorted(expected)}, got {got}")
+    return SamplingSettings(**values)
+
+
+def write_sampling(folder: str | os.PathLike, settings: SamplingSettings) -> Path:
+    path = Path(folder) / SAMPLING_FILE
+    path.write_text(json.dumps(settings.as_kwargs(), indent=1) + "\n")
+    return path
