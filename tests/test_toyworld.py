@@ -27,7 +27,7 @@ from l2p.toyworld import (
     sample_prompts,
     score,
 )
-from l2p.toyworld.render import GAP, MARGIN, MAX_SIZE, MIN_SIZE
+from l2p.toyworld.render import EVALUATED_SIZES, GAP, MARGIN, MAX_SIZE, MIN_SIZE
 
 
 def pass_rate(images_and_prompts) -> tuple[float, list[str]]:
@@ -142,14 +142,15 @@ def test_sampled_prompts_parse_back_and_use_the_vocabulary():
 # --- layout and rendering --------------------------------------------------------------------------
 
 
-def test_layouts_obey_size_gap_margin_and_relation_rules():
+@pytest.mark.parametrize("sizes", [(MIN_SIZE, MAX_SIZE), EVALUATED_SIZES])
+def test_layouts_obey_size_gap_margin_and_relation_rules(sizes):
     for i, (category, prompt) in enumerate(sample_prompts(600, seed=1)):
-        layout = layout_prompt(prompt, seed=i)
+        layout = layout_prompt(prompt, seed=i, sizes=sizes)
         parsed = parse_prompt(prompt)
         assert len(layout.objects) == sum(spec.count for spec in parsed.objects)
         assert layout.background == parsed.canvas_background
         for k, obj in enumerate(layout.objects):
-            assert MIN_SIZE <= obj.size <= MAX_SIZE
+            assert sizes[0] <= obj.size <= sizes[1]
             assert MARGIN + obj.size / 2 <= obj.x <= 1 - MARGIN - obj.size / 2
             assert MARGIN + obj.size / 2 <= obj.y <= 1 - MARGIN - obj.size / 2
             for other in layout.objects[k + 1 :]:
@@ -182,7 +183,7 @@ def test_same_seed_same_layout_at_every_resolution():
     for i, (_, prompt) in enumerate(sample_prompts(12, seed=2)):
         centres = []
         for size in sizes:
-            image = render_prompt(prompt, size, seed=i)
+            image = render_prompt(prompt, size, seed=i, sizes=EVALUATED_SIZES)
             result = check(image, prompt)
             assert result.passed, (prompt, size, result.reason)
             width, height = image.size
@@ -193,7 +194,7 @@ def test_same_seed_same_layout_at_every_resolution():
 
 @pytest.mark.parametrize("size", [(320, 180), (180, 320), (1000, 100), (333, 257)])
 def test_non_square_canvases(size):
-    pairs = [(render_prompt(p, size, seed=i), p) for i, (_, p) in enumerate(sample_prompts(24, seed=4))]
+    pairs = [(render_prompt(p, size, seed=i, sizes=EVALUATED_SIZES), p) for i, (_, p) in enumerate(sample_prompts(24, seed=4))]
     assert all(image.size == size for image, _ in pairs)
     rate, failures = pass_rate(pairs)
     assert rate == 1.0, failures
@@ -245,7 +246,7 @@ def test_background_is_checked_only_when_named():
 
 @pytest.mark.parametrize("size, n", [(128, 300), (256, 300), (1024, 60), (4096, 40)])
 def test_passes_own_renders(size, n):
-    pairs = ((render_prompt(p, size, seed=i), p) for i, (_, p) in enumerate(sample_prompts(n, seed=10)))
+    pairs = ((render_prompt(p, size, seed=i, sizes=EVALUATED_SIZES), p) for i, (_, p) in enumerate(sample_prompts(n, seed=10)))
     rate, failures = pass_rate(pairs)
     print(f"own renders at {size} px: pass rate {rate:.3f} over {n}")
     assert rate >= 0.99, failures
@@ -270,7 +271,7 @@ def test_passes_degraded_renders(degradation):
         "jpeg": _jpeg,
         "noise": lambda image: _noise(image, rng),
     }[degradation]
-    pairs = ((degrade(render_prompt(p, 256, seed=i)), p) for i, (_, p) in enumerate(sample_prompts(300, seed=20)))
+    pairs = ((degrade(render_prompt(p, 256, seed=i, sizes=EVALUATED_SIZES)), p) for i, (_, p) in enumerate(sample_prompts(300, seed=20)))
     rate, failures = pass_rate(pairs)
     print(f"{degradation} at 256 px: pass rate {rate:.3f}")
     assert rate >= 0.95, failures
@@ -279,14 +280,14 @@ def test_passes_degraded_renders(degradation):
 def _wrong_image(prompt: str, seed: int, kind: str) -> Image.Image:
     """The prompt's render with one thing made false."""
     parsed = parse_prompt(prompt)
-    layout = layout_prompt(parsed, seed)
+    layout = layout_prompt(parsed, seed, EVALUATED_SIZES)
     objects = list(layout.objects)
     rng = np.random.default_rng(seed)
     i = int(rng.integers(len(objects)))
     if kind == "extra":  # a fresh layout with one more object of any kind
         specs = [(obj.shape, obj.color) for obj in objects]
         specs.append((SHAPES[rng.integers(len(SHAPES))], list(COLORS)[rng.integers(len(COLORS))]))
-        objects = list(place_objects(specs, rng, parsed.relation))
+        objects = list(place_objects(specs, rng, parsed.relation, EVALUATED_SIZES))
     elif kind == "missing":
         del objects[i]
     elif kind == "color":  # only for prompts that name colours, so that every object has a named one

@@ -18,7 +18,11 @@ from PIL import Image
 
 from .grammar import BACKGROUNDS, COLORS, ParsedPrompt, parse_prompt
 
-MIN_SIZE, MAX_SIZE = 0.08, 0.30  # an object's side (its bounding box is square), in shorter-side units
+# An object's side (its bounding box is square), in shorter-side units. The evaluator judges any object from
+# 0.08 up (EVALUATED_SIZES, its tests' range); the toy world draws them from 0.15, so that at the toy models'
+# native 128 px even the smallest spans more than one 16-px token (19 px) and a triangle is still a triangle.
+MIN_SIZE, MAX_SIZE = 0.15, 0.30
+EVALUATED_SIZES = (0.08, 0.30)
 GAP = 0.04  # clear space between the bounding boxes of any two objects
 MARGIN = 0.03  # clear space between an object and the canvas edge
 # The least centre offset along a relation's axis; it must also exceed the offset across, so that the
@@ -41,8 +45,9 @@ class Layout:
     background: str
 
 
-def layout_prompt(prompt: str | ParsedPrompt, seed: int = 0) -> Layout:
-    """A random layout satisfying the prompt; it depends only on the prompt's meaning and the seed."""
+def layout_prompt(prompt: str | ParsedPrompt, seed: int = 0, sizes: tuple[float, float] = (MIN_SIZE, MAX_SIZE)) -> Layout:
+    """A random layout satisfying the prompt; it depends only on the prompt's meaning, the seed and `sizes`
+    (the range of object sides, in shorter-side units)."""
     parsed = prompt if isinstance(prompt, ParsedPrompt) else parse_prompt(prompt)
     rng = np.random.default_rng([seed, zlib.crc32(parsed.text.encode())])
     palette = list(COLORS)
@@ -51,31 +56,36 @@ def layout_prompt(prompt: str | ParsedPrompt, seed: int = 0) -> Layout:
         for spec in parsed.objects
         for _ in range(spec.count)
     ]
-    return Layout(place_objects(specs, rng, parsed.relation), parsed.canvas_background)
+    return Layout(place_objects(specs, rng, parsed.relation, sizes), parsed.canvas_background)
 
 
 def place_objects(
-    specs: Sequence[tuple[str, str]], rng: np.random.Generator, relation: str | None = None
+    specs: Sequence[tuple[str, str]],
+    rng: np.random.Generator,
+    relation: str | None = None,
+    sizes: tuple[float, float] = (MIN_SIZE, MAX_SIZE),
 ) -> tuple[PlacedObject, ...]:
-    """Place (shape, colour) objects at random sizes and positions, none touching another.
+    """Place (shape, colour) objects at random sizes in `sizes` and random positions, none touching another.
 
     With a relation, objects 0 and 1 satisfy "0 {relation} 1". Sizes shrink when objects do not fit.
     """
-    max_size = MAX_SIZE
+    min_size, max_size = sizes
+    if not 0 < min_size <= max_size <= 0.5:
+        raise ValueError(f"sizes must satisfy 0 < min <= max <= 0.5, got {sizes!r}")
     while True:
         for _ in range(20):
-            placed = _try_place(specs, rng, max_size, relation)
+            placed = _try_place(specs, rng, min_size, max_size, relation)
             if placed is not None:
                 return placed
-        if max_size == MIN_SIZE:
+        if max_size == min_size:
             raise ValueError(f"cannot fit {len(specs)} objects on the canvas")
-        max_size = max(MIN_SIZE, 0.85 * max_size)
+        max_size = max(min_size, 0.85 * max_size)
 
 
-def _try_place(specs, rng, max_size, relation) -> tuple[PlacedObject, ...] | None:
+def _try_place(specs, rng, min_size, max_size, relation) -> tuple[PlacedObject, ...] | None:
     placed: list[PlacedObject] = []
     for i, (shape, color) in enumerate(specs):
-        size = rng.uniform(MIN_SIZE, max_size)
+        size = rng.uniform(min_size, max_size)
         low, high = MARGIN + size / 2, 1 - MARGIN - size / 2
         for _ in range(50):
             x, y = rng.uniform(low, high, size=2)
@@ -146,6 +156,12 @@ def _coverage(shape: str, dx: np.ndarray, dy: np.ndarray, half: float) -> np.nda
     return np.clip(0.5 - signed_distance, 0, 1)
 
 
-def render_prompt(prompt: str | ParsedPrompt, size: int | tuple[int, int] = 256, seed: int = 0) -> Image.Image:
-    """An RGB image of a random layout satisfying the prompt; the same seed gives the same layout at every size."""
-    return render_layout(layout_prompt(prompt, seed), size)
+def render_prompt(
+    prompt: str | ParsedPrompt,
+    size: int | tuple[int, int] = 256,
+    seed: int = 0,
+    sizes: tuple[float, float] = (MIN_SIZE, MAX_SIZE),
+) -> Image.Image:
+    """An RGB image of a random layout satisfying the prompt; the same seed gives the same layout at every size.
+    `sizes` is the range of object sides (the evaluator's tests draw from `EVALUATED_SIZES`)."""
+    return render_layout(layout_prompt(prompt, seed, sizes), size)
