@@ -21,5 +21,10 @@ def noised(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.
     return (1 - s) * x0 + s * noise
 
 
-def flow_matching_loss(prediction: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(prediction.float(), (x0 - noise).float())
+def flow_matching_loss(prediction: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Plain MSE (the release's); `weights` (broadcast over channels) rescales positions, normalised to mean 1
+    per image so that the loss stays on the same scale."""
+    if weights is None:
+        return F.mse_loss(prediction.float(), (x0 - noise).float())
+    weights = weights / weights.mean(dim=tuple(range(1, weights.ndim)), keepdim=True)
+    return (weights * (prediction.float() - (x0 - noise).float()).square()).mean()

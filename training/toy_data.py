@@ -28,3 +28,12 @@ def toy_batch(step: int, batch_size: int, resolution: int, seed: int = 0, rank: 
     seeds = rng.integers(0, 2**31 - 1, size=batch_size).tolist()
     images = torch.stack([to_tensor(render_prompt(p, resolution, seed=s)) for p, s in zip(prompts, seeds)])
     return images, prompts, seeds
+
+
+def object_weights(images: torch.Tensor, object_weight: float) -> torch.Tensor:
+    """(B, 1, H, W) loss weights: 1 on the background, 1 + object_weight where a pixel is off its colour.
+
+    The background is each image's per-channel median, since it covers most of every toy render."""
+    background = images.flatten(2).median(dim=2).values[:, :, None, None]
+    off_background = (images - background).abs().amax(dim=1, keepdim=True) > 0.05
+    return 1.0 + object_weight * off_background.float()
