@@ -22,18 +22,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import ZImagePipeline, ZImageTransformer2DModel
+from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 
 from l2p import L2PPipeline, L2PTransformer2DModel, freeze_for_transfer
+from l2p.toyworld import layout_prompt
 from l2p.transfer import POLICIES
 
 from .config import ConfigError, parse_command_line, to_dict
 from .data import ImageFolderCorpus, ToyCorpus, step_rng
 from .files import atomic_directory, atomic_file
 from .flow import flow_matching_loss, noised, sigma_grid
-from .toy_data import to_tensor
+from .initialization import adaln_zero_init
+from .semantic import SemanticProbe, token_labels
+from .toy_data import object_weights, to_tensor
 
 
 @dataclass
@@ -75,6 +80,14 @@ class OptimConfig:
 class FlowConfig:
     grid_steps: int = 500
     shift: float = 3.0
+    # Extra loss weight where the clean image differs from its background (toy source only; the transfer keeps
+    # the release's plain MSE). Objects are a few percent of a toy render's pixels but all that its prompt
+    # says beyond the background, so unweighted, the text's gradient is a few percent of the loss's.
+    object_weight: float = 0.0
+    # Toy source only: weight of the semantic-alignment loss (training.semantic), a linear probe on the image
+    # tokens leaving block `semantic_block` that must name what the clean image holds at each token; 0 = off.
+    semantic_weight: float = 0.0
+    semantic_block: int = 1
 
 
 @dataclass
@@ -86,7 +99,12 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
-    mixed_precision: str = "no"  # "bf16" on GPUs
+    # "bf16": autocast on GPUs and on CPUs alike (weights, optimizer and loss stay fp32); on the 2-core CPU it
+    # makes a width-256 toy DiT step 1.6x faster (docs/results.md).
+    mixed_precision: str = "no"
+    # An exponential moving average of the trained weights (diffusers' EMAModel, with its (1+n)/(10+n) warm-up);
+    # 0 turns it off. When on, checkpoints also hold `ema.safetensors`, and samples, merge and evaluation use it.
+    ema_decay: float = 0.0
     checkpoint_every: int = 500
     log_every: int = 10
     sample_every: int = 0  # 0: only at the end
@@ -128,8 +146,18 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"optim.schedule must be 'constant' or 'cosine', got {config.optim.schedule!r}")
     if config.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {config.mixed_precision!r}")
+    if config.flow.semantic_weight and (m.kind != "latent" or d.kind != "toy"):
+        raise ConfigError("flow.semantic_weight needs model.kind: latent and data.kind: toy (it reads the renders' layouts)")
+    if config.flow.object_weight < 0 or config.flow.semantic_weight < 0:
+        raise ConfigError("flow.object_weight and flow.semantic_weight must be >= 0")
+    if not 0 <= config.ema_decay < 1:
+        raise ConfigError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
     if config.max_steps < 1 or config.optim.batch_size < 1:
         raise ConfigError("max_steps and optim.batch_size must be positive")
+
+
+EMA_FILE = "ema.safetensors"
+PROBE_FILE = "semantic-probe.safetensors"
 
 
 class Trainer:
@@ -142,7 +170,7 @@ class Trainer:
         torch.manual_seed(config.seed)  # the fresh embedder and head start the same in every process
         if m.kind == "latent":
             # The toy source: a fresh DiT of the architecture the source folder declares.
-            self.model = ZImageTransformer2DModel.from_config(self.source.transformer.config)
+            self.model = adaln_zero_init(ZImageTransformer2DModel.from_config(self.source.transformer.config))
             self.trainable = sum(p.numel() for p in self.model.parameters())
         else:
             self.model = L2PTransformer2DModel.from_source(
@@ -152,7 +180,7 @@ class Trainer:
                 # The baseline the transfer is measured against: the same architecture, random weights, and all
                 # of them trained (frozen random blocks would handicap it). Its checkpoints then hold every
                 # tensor, so a checkpoint alone rebuilds the model.
-                fresh = L2PTransformer2DModel.from_config(self.model.config)
+                fresh = adaln_zero_init(L2PTransformer2DModel.from_config(self.model.config))
                 self.model.load_state_dict(fresh.state_dict())  # every parameter still requires grad
                 self.trainable = sum(p.numel() for p in self.model.parameters())
             else:
@@ -165,6 +193,11 @@ class Trainer:
         o = config.optim
         self.optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
         self.model, self.optimizer = accelerator.prepare(self.model, self.optimizer)
+        self.ema = EMAModel(params, decay=config.ema_decay) if config.ema_decay else None
+        self.probe = None
+        if config.flow.semantic_weight:
+            self.probe = SemanticProbe(accelerator.unwrap_model(self.model), config.flow.semantic_block).to(accelerator.device)
+            self.optimizer.add_param_group({"params": list(self.probe.parameters())})
         self.source.text_encoder.to(accelerator.device)
         self.source.vae.to(accelerator.device)
         self.sigmas = sigma_grid(config.flow.grid_steps, config.flow.shift)
@@ -192,11 +225,14 @@ class Trainer:
             self.text_cache.update({p: f.float() for p, f in zip(missing, features)})
         return [self.text_cache[p] for p in prompts]
 
-    def clean_inputs(self, items) -> torch.Tensor:
-        """x0 for a batch: pixels in [-1, 1], or standardised VAE latents (cached per item)."""
+    def clean_inputs(self, items) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x0 for a batch (pixels in [-1, 1], or standardised VAE latents, cached per item) and, when
+        `flow.object_weight` is set, per-position loss weights at x0's resolution (see `object_weights`)."""
         device = self.accelerator.device
+        weight = self.config.flow.object_weight
         if self.config.model.kind == "pixel":
-            return torch.stack([to_tensor(item.load()) for item in items]).to(device)
+            pixels = torch.stack([to_tensor(item.load()) for item in items]).to(device)
+            return pixels, object_weights(pixels, weight) if weight else None
         vae = self.source.vae
         missing = [item for item in items if item.key not in self.latent_cache]
         if missing:
@@ -204,8 +240,17 @@ class Trainer:
                 pixels = torch.stack([to_tensor(item.load()) for item in missing]).to(device)
                 latents = vae.encode(pixels).latent_dist.mode()
                 latents = (latents - vae.config.shift_factor) * vae.config.scaling_factor
-            self.latent_cache.update({item.key: z for item, z in zip(missing, latents)})
-        return torch.stack([self.latent_cache[item.key] for item in items])
+                # Object coverage per latent cell: the off-background share of the pixels it encodes.
+                coverage = F.adaptive_avg_pool2d(object_weights(pixels, 1.0) - 1.0, latents.shape[-2:])
+            self.latent_cache.update({item.key: (z, c) for item, z, c in zip(missing, latents, coverage)})
+        latents = torch.stack([self.latent_cache[item.key][0] for item in items])
+        coverage = torch.stack([self.latent_cache[item.key][1] for item in items])
+        return latents, 1.0 + weight * coverage if weight else None
+
+    def token_labels(self, items, latent_size) -> torch.Tensor:
+        """What each image token's cell holds (training.semantic), from the toy items' exact layouts."""
+        grid = [side // self.source.transformer.config.all_patch_size[0] for side in latent_size]
+        return torch.stack([token_labels(layout_prompt(item.prompt, item.seed), *grid) for item in items])
 
     def predict(self, x_t, t, captions):
         if self.config.model.kind == "pixel":
@@ -222,14 +267,16 @@ class Trainer:
             "" if torch.rand((), generator=generator) < c.data.caption_dropout else item.prompt for item in items
         ]
         captions = self.caption_features(prompts)
-        x0 = self.clean_inputs(items)
+        x0, weights = self.clean_inputs(items)
         # Noise per sample from the sample's own seed, as the release does; the timestep from the step's stream.
         noise = torch.stack([torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(item.seed + self.step)) for item in items])
         sigma = self.sigmas[torch.randint(len(self.sigmas), (len(items),), generator=generator)]
         noise, sigma = noise.to(x0.device), sigma.to(x0.device)
         with self.accelerator.autocast():
             prediction = self.predict(noised(x0, noise, sigma), 1 - sigma, captions)
-        loss = flow_matching_loss(prediction, x0, noise)
+        loss = flow_matching_loss(prediction, x0, noise, weights)
+        if self.probe is not None:
+            loss = loss + c.flow.semantic_weight * self.probe.loss(self.token_labels(items, x0.shape[-2:]))
         self.optimizer.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
         if c.optim.grad_clip:
@@ -237,14 +284,21 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(c.optim, self.step, c.max_steps)
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.step(self.trainable_parameters())
         self.step += 1
         return self.accelerator.reduce(loss.detach(), reduction="mean").item()
 
     # -- checkpoints ------------------------------------------------------------------------------------
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        params = dict(self.accelerator.unwrap_model(self.model).named_parameters())
+        return [params[name] for name in self.names]
+
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        model = self.accelerator.unwrap_model(self.model)
-        params = dict(model.named_parameters())
-        return {name: params[name].detach().cpu().contiguous() for name in self.names}
+        return {name: p.detach().cpu().contiguous() for name, p in zip(self.names, self.trainable_parameters())}
+
+    def ema_state(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach().cpu().contiguous() for name, p in zip(self.names, self.ema.shadow_params)}
 
     def save_checkpoint(self) -> Path:
         folder = Path(self.config.output_dir) / f"checkpoint-{self.step:07d}"
@@ -260,9 +314,13 @@ class Trainer:
             with atomic_directory(folder) as staging:
                 save_file(self.trainable_state(), str(staging / "trainable.safetensors"))
                 save_file(tensors, str(staging / "optimizer.safetensors"))
-                (staging / "state.json").write_text(
-                    json.dumps({"step": self.step, "param_groups": state["param_groups"], "scalars": scalars, "config": to_dict(self.config)}, indent=1)
-                )
+                meta = {"step": self.step, "param_groups": state["param_groups"], "scalars": scalars, "config": to_dict(self.config)}
+                if self.ema is not None:
+                    save_file(self.ema_state(), str(staging / EMA_FILE))
+                    meta["ema_step"] = self.ema.optimization_step
+                if self.probe is not None:  # a training aid, not part of the model; kept for exact resume
+                    save_file({k: v.detach().cpu().contiguous() for k, v in self.probe.state_dict().items()}, str(staging / PROBE_FILE))
+                (staging / "state.json").write_text(json.dumps(meta, indent=1))
         self.accelerator.wait_for_everyone()
         return folder
 
@@ -282,6 +340,14 @@ class Trainer:
         inner = getattr(self.optimizer, "optimizer", self.optimizer)
         inner.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
         self.step = meta["step"]
+        if self.ema is not None:
+            if not (folder / EMA_FILE).is_file():
+                raise ValueError(f"{folder} has no {EMA_FILE}, but ema_decay is set: it was written without EMA")
+            shadow = load_file(str(folder / EMA_FILE))
+            self.ema.shadow_params = [shadow[name].to(p.device) for name, p in zip(self.names, self.trainable_parameters())]
+            self.ema.optimization_step = meta["ema_step"]
+        if self.probe is not None:
+            self.probe.load_state_dict(load_file(str(folder / PROBE_FILE)))
 
     # -- samples ----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -290,6 +356,9 @@ class Trainer:
         from PIL import Image
 
         model = self.accelerator.unwrap_model(self.model).eval()
+        if self.ema is not None:  # sample what the run will deliver: the averaged weights
+            self.ema.store(self.trainable_parameters())
+            self.ema.copy_to(self.trainable_parameters())
         source = self.source
         m = self.config.model
         size = m.patch_size * m.trained_grid if m.kind == "pixel" else self.config.data.resolution
@@ -306,6 +375,8 @@ class Trainer:
             for prompt in self.config.sample_prompts
         ]
         model.train()
+        if self.ema is not None:
+            self.ema.restore(self.trainable_parameters())
         grid = Image.new("RGB", (size * len(images), size))
         for i, image in enumerate(images):
             grid.paste(image, (i * size, 0))
@@ -344,9 +415,22 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_trained(model: torch.nn.Module, checkpoint: Path) -> set[str]:
-    """Lay a checkpoint's trained tensors over `model` (the rest stays as it is); returns their names."""
-    trained = load_file(str(checkpoint / "trainable.safetensors"))
+def trained_weights_file(checkpoint: Path, ema: bool | None = None) -> Path:
+    """The file of a checkpoint's trained tensors: its EMA when it has one (or when `ema` is True)."""
+    checkpoint = Path(checkpoint)
+    if ema is None:
+        ema = (checkpoint / EMA_FILE).is_file()
+    path = checkpoint / (EMA_FILE if ema else "trainable.safetensors")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing" + (": the run kept no EMA (ema_decay: 0)" if ema else ""))
+    return path
+
+
+def load_trained(model: torch.nn.Module, checkpoint: Path, ema: bool | None = None) -> set[str]:
+    """Lay a checkpoint's trained tensors over `model` (the rest stays as it is); returns their names.
+
+    `ema`: None takes the EMA weights when the checkpoint has them, else the raw ones; True or False insists."""
+    trained = load_file(str(trained_weights_file(checkpoint, ema)))
     unknown = set(trained) - set(model.state_dict())
     if unknown:
         raise ValueError(f"{checkpoint} holds tensors the model lacks: {sorted(unknown)[:5]}")
