@@ -1,94 +1,202 @@
 """Build the embedded tiny models from nothing: `assets/tiny-source` and `assets/tiny-l2p`.
 
     python -m training.toy_assets                 # every stage, skipping those already done
-    python -m training.toy_assets --stages source --force
+    python -m training.toy_assets --stages source,export --force
 
-Stages (each one a `training` module with its YAML under training/configs/toy/):
-  vae         training.vae          the source's 16-channel VAE on toy renders (128 px, then 256 px)
-  components  training.components   tokenizer, frozen Qwen3 text encoder, VAE and a fresh DiT
-  source      training.train        the tiny Z-Image DiT on VAE latents of toy renders
-  export      -> assets/tiny-source (a ZImagePipeline folder)
-  prompts     training.prompts      the transfer's prompt corpus from the toy grammar
-  synthesize  training.synthesize   the source renders its own training corpus
-  transfer    training.train        L2P transfer: shallow layers + Detailer Head on the corpus
-  merge       training.merge        -> assets/tiny-l2p (an L2PPipeline folder)
-Wall time of each stage is appended to runs/toy/timings.jsonl.
+Stages (each one a `training` module with its YAML under training/configs/toy/, hyperparameters only: where
+each stage reads and writes is laid out here, under --runs and --assets):
+  text_encoder  training.text_encoder  the tiny Qwen3, pre-trained on the grammar, then frozen for good
+  vae           training.vae           the source's 16-channel VAE on whole toy renders at the native size
+  components    training.components    tokenizer, text encoder, VAE and a fresh DiT as a ZImagePipeline
+  source        training.train         the tiny Z-Image DiT on VAE latents of toy renders
+  export        -> assets/tiny-source  (a ZImagePipeline folder with its sampling.json)
+  prompts       training.prompts       the transfer's prompt corpus from the toy grammar
+  synthesize    training.synthesize    the source renders its own training corpus
+  transfer      training.train         L2P transfer: shallow layers + Detailer Head on the corpus
+  merge         training.merge         -> assets/tiny-l2p (an L2PPipeline folder with its sampling.json)
+Each stage's wall time goes to the build record (--record, by default docs/results/toy-build.json).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from diffusers import ZImagePipeline
 
-from . import components, merge, prompts, synthesize, train, vae
+from l2p.sampling import SAMPLING_FILE
+
+from . import components, merge, prompts, synthesize, text_encoder, train, vae
 from .config import load_config
-from .files import atomic_directory
+from .files import atomic_directory, atomic_file
 
 CONFIGS = Path(__file__).resolve().parent / "configs" / "toy"
-RUNS = Path("runs/toy")
-ASSETS = Path("assets")
-STAGES = ["vae", "components", "source", "export", "prompts", "synthesize", "transfer", "merge"]
+RECORD = Path("docs/results/toy-build.json")
+STAGES = ["text_encoder", "vae", "components", "source", "export", "prompts", "synthesize", "transfer", "merge"]
 
 
-def _config(cls, name: str, threads: int):
-    config = load_config(cls, CONFIGS / f"{name}.yaml")
-    if hasattr(config, "threads") and threads:
-        config.threads = threads
-    return config
+@dataclass
+class PromptsConfig:
+    count: int = 1000
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where every stage reads and writes."""
+
+    runs: Path
+    assets: Path
+
+    @property
+    def text_encoder(self) -> Path:
+        return self.runs / "text-encoder"
+
+    @property
+    def vae(self) -> Path:
+        return self.runs / "vae"
+
+    @property
+    def components(self) -> Path:
+        return self.runs / "source-init"
+
+    @property
+    def source_run(self) -> Path:
+        return self.runs / "source"
+
+    @property
+    def prompts(self) -> Path:
+        return self.runs / "prompts.jsonl"
+
+    @property
+    def corpus(self) -> Path:
+        return self.runs / "corpus"
+
+    @property
+    def transfer_run(self) -> Path:
+        return self.runs / "transfer"
+
+    @property
+    def merged_file(self) -> Path:
+        return self.runs / "l2p-merge.safetensors"
+
+    @property
+    def source(self) -> Path:
+        return self.assets / "tiny-source"
+
+    @property
+    def pixel(self) -> Path:
+        return self.assets / "tiny-l2p"
+
+
+class Build:
+    def __init__(self, configs: Path, layout: Layout, threads: int = 0):
+        self.configs, self.layout, self.threads = Path(configs), layout, threads
+
+    def config(self, cls, name: str, **paths):
+        config = load_config(cls, self.configs / f"{name}.yaml")
+        if hasattr(config, "threads") and self.threads:
+            config.threads = self.threads
+        for dotted, value in paths.items():
+            node = config
+            *parents, last = dotted.split("__")
+            for parent in parents:
+                node = getattr(node, parent)
+            setattr(node, last, str(value))
+        return config
+
+    def source_config(self):
+        return self.config(train.TrainConfig, "source", output_dir=self.layout.source_run, model__source=self.layout.components)
+
+    def transfer_config(self):
+        return self.config(train.TrainConfig, "transfer", output_dir=self.layout.transfer_run, model__source=self.layout.source,
+                           data__path=self.layout.corpus)
+
+    def done(self, stage: str) -> bool:
+        L = self.layout
+        if stage in ("source", "transfer"):
+            config = self.source_config() if stage == "source" else self.transfer_config()
+            return (Path(config.output_dir) / f"checkpoint-{config.max_steps:07d}").is_dir()
+        outputs = {
+            "text_encoder": L.text_encoder / "text_encoder" / "config.json",
+            "vae": L.vae / "vae" / "config.json",
+            "components": L.components / "model_index.json",
+            "export": L.source / "model_index.json",
+            "prompts": L.prompts,
+            "synthesize": L.corpus / "metadata.jsonl",
+            "merge": L.pixel / "model_index.json",
+        }
+        return outputs[stage].exists()
+
+    def run(self, stage: str) -> None:
+        L = self.layout
+        if stage == "text_encoder":
+            text_encoder.train(self.config(text_encoder.TextEncoderConfig, "text-encoder", output_dir=L.text_encoder))
+        elif stage == "vae":
+            vae.train(self.config(vae.VaeConfig, "vae", output_dir=L.vae))
+        elif stage == "components":
+            components.build(self.config(components.ComponentsConfig, "components", output_dir=L.components,
+                                         vae=L.vae / "vae", text_encoder=L.text_encoder / "text_encoder"))
+        elif stage == "source":
+            train.run(self.source_config(), resume=True)
+        elif stage == "export":
+            export_source(L.source_run, L.components, L.source)
+        elif stage == "prompts":
+            config = load_config(PromptsConfig, self.configs / "prompts.yaml")
+            prompts.toy_prompts(config.count, seed=config.seed, out=L.prompts)
+        elif stage == "synthesize":
+            synthesize.run(self.config(synthesize.SynthesizeConfig, "synthesize", source=L.source, prompts=L.prompts,
+                                       output_dir=L.corpus))
+        elif stage == "transfer":
+            train.run(self.transfer_config(), resume=True)
+        elif stage == "merge":
+            merge.merge(train.latest_checkpoint(L.transfer_run), L.merged_file, L.pixel)
 
 
 def export_source(source_run: Path, components_dir: Path, target: Path) -> None:
-    """The components folder with the trained DiT in place of the fresh one."""
+    """The components folder with the trained DiT (its EMA when the run kept one) in place of the fresh one."""
     last = train.latest_checkpoint(source_run)
     if last is None:
         raise FileNotFoundError(f"no checkpoint in {source_run}; run the source stage first")
-    from safetensors.torch import load_file
-
     pipe = ZImagePipeline.from_pretrained(components_dir)
-    pipe.transformer.load_state_dict(load_file(str(last / "trainable.safetensors")), strict=True)
+    trained = train.load_trained(pipe.transformer, last)
+    if trained != set(pipe.transformer.state_dict()):
+        raise ValueError(f"{last} does not hold every DiT tensor; was it written by a latent (source) run?")
     with atomic_directory(target) as staging:
         pipe.save_pretrained(staging)
+        shutil.copy(Path(components_dir) / SAMPLING_FILE, staging / SAMPLING_FILE)
 
 
-def done(stage: str) -> bool:
-    if stage in ("source", "transfer"):
-        config = load_config(train.TrainConfig, CONFIGS / f"{stage}.yaml")
-        return (Path(config.output_dir) / f"checkpoint-{config.max_steps:07d}").is_dir()
-    outputs = {
-        "vae": RUNS / "vae" / "vae" / "config.json",
-        "components": RUNS / "source-init" / "model_index.json",
-        "export": ASSETS / "tiny-source" / "model_index.json",
-        "prompts": RUNS / "prompts.jsonl",
-        "synthesize": RUNS / "corpus" / "metadata.jsonl",
-        "merge": ASSETS / "tiny-l2p" / "model_index.json",
-    }
-    return outputs[stage].exists()
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def run_stage(stage: str, threads: int) -> None:
-    if stage == "vae":
-        vae.train(_config(vae.VaeConfig, "vae", threads))  # 128-px renders
-        vae.train(_config(vae.VaeConfig, "vae-full", threads))  # then 256-px renders
-    elif stage == "components":
-        components.build(_config(components.ComponentsConfig, "components", threads))
-    elif stage == "source":
-        train.run(_config(train.TrainConfig, "source", threads), resume=True)
-    elif stage == "export":
-        export_source(RUNS / "source", RUNS / "source-init", ASSETS / "tiny-source")
-    elif stage == "prompts":
-        prompts.toy_prompts(500, seed=1, out=RUNS / "prompts.jsonl")
-    elif stage == "synthesize":
-        synthesize.run(_config(synthesize.SynthesizeConfig, "synthesize", threads))
-    elif stage == "transfer":
-        train.run(_config(train.TrainConfig, "transfer", threads), resume=True)
-    elif stage == "merge":
-        last = train.latest_checkpoint(RUNS / "transfer")
-        merge.merge(last, RUNS / "l2p-merge.safetensors", ASSETS / "tiny-l2p")
+def record_stage(record: Path, stage: str, seconds: float) -> dict:
+    """Add a stage's time to the build record (a resumed build keeps the times of the stages it skipped)."""
+    data = json.loads(record.read_text()) if record.is_file() else {"stages": {}}
+    data["stages"][stage] = round(seconds, 1)
+    data["stages"] = {name: data["stages"][name] for name in STAGES if name in data["stages"]}
+    data["total_s"] = round(sum(data["stages"].values()), 1)
+    data["machine"] = machine()
+    with atomic_file(record, "w") as stream:
+        json.dump(data, stream, indent=1)
+    return data
 
 
 def main(argv=None):
@@ -96,27 +204,37 @@ def main(argv=None):
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of: " + ", ".join(STAGES))
     parser.add_argument("--force", action="store_true", help="redo stages whose outputs exist")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per stage (0: torch's default)")
+    parser.add_argument("--configs", type=Path, default=CONFIGS, help="the folder of stage YAMLs (default: %(default)s)")
+    parser.add_argument("--runs", type=Path, default=Path("runs/toy"), help="intermediate outputs (default: %(default)s)")
+    parser.add_argument("--assets", type=Path, default=Path("assets"), help="where the two pipelines go (default: %(default)s)")
+    parser.add_argument("--record", type=Path, default=RECORD, help="stage times, as JSON (default: %(default)s)")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(STAGES))
     if unknown:
         parser.error(f"unknown stage(s) {unknown}; choose from {STAGES}")
-    RUNS.mkdir(parents=True, exist_ok=True)
+    if not args.configs.is_dir():
+        parser.error(f"--configs {args.configs} is not a folder")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    build = Build(args.configs, Layout(args.runs, args.assets), args.threads)
+    args.runs.mkdir(parents=True, exist_ok=True)
     for stage in STAGES:
         if stage not in chosen:
             continue
-        if done(stage) and not args.force:
-            print(f"[toy_assets] {stage}: already done, skipped")
+        if build.done(stage) and not args.force:
+            print(f"[toy_assets] {stage}: already done, skipped", flush=True)
             continue
-        if args.force and stage in ("source", "transfer"):
-            shutil.rmtree(RUNS / stage, ignore_errors=True)
+        if args.force and stage in ("source", "transfer", "prompts", "synthesize"):
+            target = {"source": build.layout.source_run, "transfer": build.layout.transfer_run,
+                      "prompts": build.layout.prompts, "synthesize": build.layout.corpus}[stage]
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
         started = time.time()
         print(f"[toy_assets] {stage}: starting", flush=True)
-        run_stage(stage, args.threads)
+        build.run(stage)
         seconds = time.time() - started
-        with open(RUNS / "timings.jsonl", "a") as log:
-            log.write(json.dumps({"stage": stage, "seconds": round(seconds, 1), "threads": args.threads}) + "\n")
-        print(f"[toy_assets] {stage}: done in {seconds / 60:.1f} min", flush=True)
+        total = record_stage(args.record, stage, seconds)["total_s"]
+        print(f"[toy_assets] {stage}: done in {seconds / 60:.1f} min (build total {total / 60:.1f} min)", flush=True)
 
 
 if __name__ == "__main__":
