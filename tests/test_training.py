@@ -61,9 +61,12 @@ def test_bad_configs_fail_before_any_work_naming_the_field(source_dir, tmp_path,
     assert not (tmp_path / "run").exists()
 
 
-def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(source_dir, tmp_path):
-    straight = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "straight")))
-    command = [sys.executable, "-m", "training.train", *pixel_overrides(source_dir, tmp_path / "killed")]
+@pytest.mark.parametrize("kind", ["pixel", "latent"])
+def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(source_dir, tmp_path, kind):
+    # The latent (toy source) run also keeps an EMA and a semantic-alignment probe, both restored on resume.
+    extra = {"ema_decay": 0.9} if kind == "pixel" else {"model.kind": "latent", "ema_decay": 0.9, "flow.semantic_weight": 1.0}
+    straight = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "straight", **extra)))
+    command = [sys.executable, "-m", "training.train", *pixel_overrides(source_dir, tmp_path / "killed", **extra)]
     process = subprocess.Popen(command, cwd=ROOT, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (tmp_path / "killed" / "checkpoint-0000002").exists() and time.time() < deadline and process.poll() is None:
@@ -74,11 +77,13 @@ def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(source_d
     resumed = subprocess.run(command + ["--resume"], cwd=ROOT, env=environment(), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stdout
-    expected = load_file(str(straight / "trainable.safetensors"))
-    got = load_file(str(tmp_path / "killed" / "checkpoint-0000006" / "trainable.safetensors"))
-    assert expected.keys() == got.keys()
-    for key in expected:
-        assert torch.equal(expected[key], got[key]), key
+    files = ["trainable.safetensors", "ema.safetensors"] + (["semantic-probe.safetensors"] if kind == "latent" else [])
+    for name in files:
+        expected = load_file(str(straight / name))
+        got = load_file(str(tmp_path / "killed" / "checkpoint-0000006" / name))
+        assert expected.keys() == got.keys()
+        for key in expected:
+            assert torch.equal(expected[key], got[key]), (name, key)
 
 
 def test_frozen_middle_stays_frozen_and_merge_writes_a_loadable_release_file(source_dir, tmp_path):
