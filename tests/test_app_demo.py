@@ -11,8 +11,8 @@ from PIL import Image, ImageFilter
 
 import tiny
 from browser.server import save_tiny_models
-from l2p.compare import detail_box, matching_crops, measure
-from l2p.costs import CostModel
+from l2p.bench.costs import CostModel
+from l2p.demo.analysis import detail_box, high_frequency_share, matching_crops, radial_power_spectrum
 from l2p.demo import (
     BUILD_COMMAND,
     MAX_SEED,
@@ -29,8 +29,8 @@ from l2p.demo import (
     load_models,
     x0_preview,
 )
-from l2p.presets import PRESETS, Geometry, image_size, is_native, preset_label, resolve_rope
-from l2p.spectrum import high_frequency_share, radial_power_spectrum
+from l2p.demo.presets import PRESETS, Geometry, image_size, is_native, preset_label, resolve_rope
+from l2p.device import measure
 
 STEPS = 2
 GIB = 2**30
@@ -411,3 +411,4 @@ def test_the_example_configuration_offline_falls_back_to_the_embedded_models(ass
     assert (config.checkpoint, config.source_model, config.source_steps) == ("zhen-nan/L2P", "Tongyi-MAI/Z-Image-Turbo", 9)
     models = load_models(config)
     assert models.origin == "embedded" and "zhen-nan/L2P" in models.notice and "Tongyi-MAI/Z-Image-Turbo" in models.notice
+

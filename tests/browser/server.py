@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from l2p.app_overhead import free_port
+from l2p.bench.app_overhead import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "app.py"
