@@ -16,7 +16,7 @@ models in `assets/` are served; if configured models cannot be loaded, the embed
 | L2P_ASSETS | assets | the folder holding the embedded `tiny-source/` and `tiny-l2p/` |
 | L2P_DEVICE, L2P_DTYPE | device, dtype | e.g. cuda / cpu, bfloat16 / float32 (default: cuda+bfloat16 if there is a GPU) |
 | L2P_STEPS, L2P_GUIDANCE | steps, guidance | the pixel model's defaults (else its folder's sampling.json, else the release's 30, 2.0) |
-| L2P_SOURCE_STEPS, L2P_SOURCE_GUIDANCE | source_steps, source_guidance | the source's defaults in Compare (else its folder's sampling.json, else Z-Image-Turbo's 9, 1.0) |
+| L2P_SOURCE_STEPS, L2P_SOURCE_GUIDANCE | source_steps, source_guidance | the source's defaults in Compare (else its folder's sampling.json, or the pixel model's where the two sampling.json agree; else Z-Image-Turbo's 9, 1.0) |
 | L2P_BENCHMARKS | benchmarks | a `docs/benchmarks/*.json` to estimate costs from (else measured at start-up) |
 | L2P_MAX_SECONDS | max_seconds | refuse runs estimated to take longer (default: no limit) |
 | L2P_CONCURRENCY, L2P_MAX_QUEUE | concurrency, max_queue | runs at once per device (1), waiting runs (20) |

@@ -86,17 +86,19 @@ class Demo:
         """The settings a page or API call starts from, unless configured: each folder's sampling.json (the
         embedded models have one), else the release's 30 steps at guidance 2 for the pixel model and
         Z-Image-Turbo's own 9 steps without guidance for the source. Guidance is in L2P's convention here, so a
-        Z-Image sampling.json's guidance_scale w is shown as w + 1."""
+        Z-Image sampling.json's guidance_scale w is shown as w + 1. Where both folders are meant to run alike (the
+        toy models), the source follows the pixel model's configured steps and guidance, so Compare stays like
+        for like."""
         config = self.config
         pixel = self.models.pixel_sampling or RELEASE_SAMPLING
         source = self.models.source_sampling or TURBO_SAMPLING
-        return Request(
-            prompt="",
-            steps=_or(config.steps, pixel.num_inference_steps),
-            guidance=_or(config.guidance, pixel.guidance_scale),
-            source_steps=_or(config.source_steps, source.num_inference_steps),
-            source_guidance=_or(config.source_guidance, l2p_guidance(source.guidance_scale)),
-        )
+        steps = _or(config.steps, pixel.num_inference_steps)
+        guidance = _or(config.guidance, pixel.guidance_scale)
+        source_steps, source_guidance = source.num_inference_steps, l2p_guidance(source.guidance_scale)
+        if (source_steps, source_guidance) == (pixel.num_inference_steps, pixel.guidance_scale):
+            source_steps, source_guidance = steps, guidance
+        return Request(prompt="", steps=steps, guidance=guidance, source_steps=_or(config.source_steps, source_steps),
+                       source_guidance=_or(config.source_guidance, source_guidance))
 
     def example_request(self, prompt: str) -> Request:
         """An example at the model's native size with a fixed seed, so that its cached result is reproducible."""
