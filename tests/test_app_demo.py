@@ -1,6 +1,7 @@
 """The demo's logic (l2p.demo and its helpers) on tiny models: sizes, seeds, previews, estimates, every input
 check, failures, cancelling, configuration and loading."""
 
+import dataclasses
 import threading
 import time
 
@@ -412,3 +413,31 @@ def test_the_example_configuration_offline_falls_back_to_the_embedded_models(ass
     models = load_models(config)
     assert models.origin == "embedded" and "zhen-nan/L2P" in models.notice and "Tongyi-MAI/Z-Image-Turbo" in models.notice
 
+
+def test_without_sampling_json_the_defaults_are_the_releases(demo):
+    models = dataclasses.replace(demo.models, pixel_sampling=None, source_sampling=None)
+    defaults = Demo(models, DemoConfig(), None).defaults  # L2P's release: 30 steps, CFG 2; Z-Image-Turbo: 9, none
+    assert (defaults.steps, defaults.guidance, defaults.source_steps, defaults.source_guidance) == (30, 2.0, 9, 1.0)
+    configured = Demo(models, DemoConfig(steps=4), None).defaults  # models meant to run differently stay apart
+    assert (configured.steps, configured.source_steps) == (4, 9)
+
+
+def test_native_size_comes_from_the_model(demo):
+    transformer = demo.models.pixel.transformer
+    assert transformer.native_side == demo.geometry.native_side == 256
+    assert demo.size("native", "1:1") == (transformer.native_side,) * 2
+
+
+def test_a_request_is_resolved_once_for_its_check_and_its_run(demo, monkeypatch):
+    resolved = []
+    resolve = demo.planner._resolve
+    monkeypatch.setattr(demo.planner, "_resolve", lambda *args: resolved.append(args) or resolve(*args))
+    request = Request("a red circle", steps=1, guidance=1.0, seed=4)
+    assert demo.problems(request) == {}  # the check before the queue
+    assert demo.gpu_seconds(request) >= 20  # ZeroGPU's duration
+    _, result = run(demo.generate(request))  # the run
+    assert len(resolved) == 1 and result.seed == 4
+    _, drawn = run(demo.generate(dataclasses.replace(request, randomize_seed=True)))
+    _, again = run(demo.generate(dataclasses.replace(request, randomize_seed=True)))
+    assert len(resolved) == 2  # a seed is still drawn per run
+    assert 0 <= drawn.seed <= MAX_SEED and 0 <= again.seed <= MAX_SEED
