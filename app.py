@@ -1,8 +1,8 @@
 """L2P demo: prompt to pixels, and the pixel model side by side with its latent source, with what each costs.
 
-Layout, events and formatting only; everything else is `l2p.demo`. The models load once, here at import
-(as ZeroGPU wants), from the configuration described in `l2p/demo.py` (environment variables or the YAML
-file named by L2P_CONFIG); with none, the embedded tiny models in assets/ are served.
+Layout and event wiring only; everything else is `l2p.demo` (its text included). The models load once, here at
+import (as ZeroGPU wants), from the configuration described in `l2p/demo/__init__.py` (environment variables or
+the YAML file named by L2P_CONFIG); with none, the embedded tiny models in assets/ are served.
 
     python app.py                 # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, or --host / --port)
 """
@@ -11,28 +11,29 @@ import spaces  # noqa: I001 - first, before anything touches CUDA (ZeroGPU); a n
 
 import argparse
 import importlib.util
-import inspect
 import logging
 
 import gradio as gr
 import pandas as pd
 
 from l2p.demo import (
+    ASPECT_RATIOS,
+    COMPARE_FIELDS,
+    GENERATE_FIELDS,
     GUIDANCE_RANGE,
     MAX_SEED,
+    NATIVE,
+    PRESET_HEADERS,
+    ROPE_CHOICES,
     STEPS_RANGE,
-    CompareResult,
     Demo,
     DemoConfig,
     DemoError,
     Preview,
     Request,
     SourceDone,
-    format_bytes,
-    format_estimate,
-    format_seconds,
+    results,
 )
-from l2p.presets import ASPECT_RATIOS, NATIVE, ROPE_CHOICES
 
 logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
 logging.getLogger("l2p").setLevel(logging.INFO)
@@ -41,11 +42,13 @@ CONFIG = DemoConfig.load()
 DEMO = Demo.start(CONFIG)
 DEFAULTS = DEMO.defaults
 
-GENERATE_FIELDS = ["prompt", "negative_prompt", "preset", "aspect_ratio", "steps", "guidance", "seed", "randomize_seed", "rope"]
-COMPARE_FIELDS = [*GENERATE_FIELDS, "source_steps", "source_guidance"]
-PRESET_HEADERS = ["preset", "size", "for this model", "Generate: time", "Generate: peak memory", "Compare: time",
-                  "Compare: peak memory"]
-
+HEADER = (
+    "# L2P: latent to pixel\n"
+    "A pretrained latent diffusion transformer (Z-Image) turned into a pixel-space generator: no VAE, RGB "
+    "patches straight into the DiT, and a small U-Net *Detailer Head* that paints the pixels. "
+    "**Generate** draws with the pixel model, up to 4K and 8K zero-shot; **Compare** runs the latent source "
+    "on the same prompt and seed and shows what each stage costs."
+)
 CSS = """
 .l2p-notice { border-left: 4px solid #d97706; padding: 0.25em 0.75em; background: rgba(217, 119, 6, 0.08); }
 .l2p-facts { font-size: 0.9em; opacity: 0.85; }
@@ -61,35 +64,31 @@ def CheckedSlider(*args, **kwargs) -> gr.Slider:
     return slider
 
 
-# -- input checks (run before the queue) ----------------------------------------------------------------------
-def _checks(fields, kind, values):
-    problems = DEMO.problems(Request(**dict(zip(fields, values))), kind)
+# -- input checks (run before the queue) and ZeroGPU durations; each gets the event's inputs, in the order of
+# GENERATE_FIELDS / COMPARE_FIELDS, which is Request's ---------------------------------------------------------
+def _validations(request: Request, kind: str, fields) -> list:
+    problems = DEMO.problems(request, kind)
     return [gr.validate(name not in problems, problems.get(name, "")) for name in fields]
 
 
-def check_generate(prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed, randomize_seed, rope):
-    return _checks(GENERATE_FIELDS, "generate", locals().values())
+def check_generate(*inputs):
+    return _validations(Request(*inputs), "generate", GENERATE_FIELDS)
 
 
-def check_compare(prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed, randomize_seed, rope,
-                  source_steps, source_guidance):
-    return _checks(COMPARE_FIELDS, "compare", locals().values())
+def check_compare(*inputs):
+    return _validations(Request(*inputs), "compare", COMPARE_FIELDS)
 
 
-# -- ZeroGPU durations: from the request's cost estimate -------------------------------------------------------
-def _request(function, args, kwargs) -> Request:
-    """The Request a call of `generate` or `compare` stands for, defaults filled in."""
-    bound = inspect.signature(function).bind(*args, **kwargs)
-    bound.apply_defaults()
-    return Request(**bound.arguments)
+def generate_seconds(*inputs, **named):
+    return DEMO.gpu_seconds(Request(*inputs, **named), "generate")
 
 
-def generate_seconds(*args, **kwargs):
-    return DEMO.gpu_seconds(_request(generate, args, kwargs), "generate")
+def compare_seconds(*inputs, **named):
+    return DEMO.gpu_seconds(Request(*inputs, **named), "compare")
 
 
-def compare_seconds(*args, **kwargs):
-    return DEMO.gpu_seconds(_request(compare, args, kwargs), "compare")
+def example_seconds(prompt: str):
+    return DEMO.gpu_seconds(DEMO.example_request(prompt), "generate")
 
 
 # -- events ---------------------------------------------------------------------------------------------------
@@ -121,16 +120,17 @@ def generate(
     Returns:
         The image (PNG), the seed used, and a line about the run.
     """
-    yield from _generate(Request(**dict(zip(GENERATE_FIELDS, locals().values()))))
+    yield from _generate(Request(prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed, randomize_seed,
+                                 rope))
 
 
 def _generate(request: Request):
     try:
         for event in DEMO.generate(request):
             if isinstance(event, Preview):
-                yield event.image, gr.skip(), f"Step {event.step} of {event.total} · the current clean-image estimate"
+                yield event.image, gr.skip(), results.progress_line(event)
             else:
-                yield event.image, event.seed, _generate_details(event)
+                yield event.image, event.seed, results.generate_details(event)
     except DemoError as error:
         raise gr.Error(str(error)) from None
 
@@ -161,57 +161,24 @@ def compare(
         Both images (PNG) for a slider, each alone, the per-stage cost table, 100% crops of the same region,
         both images' radially averaged power spectra, the seed used, and a summary.
     """
-    request = Request(**dict(zip(COMPARE_FIELDS, locals().values())))
+    request = Request(prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed, randomize_seed, rope,
+                      source_steps, source_guidance)
     skip = gr.skip()
     try:
         for event in DEMO.compare(request):
             if isinstance(event, Preview):
-                who = "Latent source" if event.pipeline == "source" else "Pixel model"
-                yield skip, skip, skip, skip, skip, skip, skip, skip, f"{who}: step {event.step} of {event.total}"
+                yield skip, skip, skip, skip, skip, skip, skip, skip, results.progress_line(event)
             elif isinstance(event, SourceDone):
-                yield skip, event.image, skip, skip, skip, skip, skip, event.seed, "Latent source done; the pixel model runs now."
+                yield skip, event.image, skip, skip, skip, skip, skip, event.seed, results.progress_line(event)
             else:
                 yield _compare_outputs(event)
     except DemoError as error:
         raise gr.Error(str(error)) from None
 
 
-@spaces.GPU(duration=generate_seconds)
-def example(prompt: str):
-    """An example at the model's native size with a fixed seed, so its cached result is reproducible."""
-    yield from _generate(Request(prompt, steps=DEFAULTS.steps, guidance=DEFAULTS.guidance))
-
-
-def preset_table(aspect_ratio, steps, guidance, source_steps, source_guidance):
-    numbers = [steps, guidance, source_steps, source_guidance]
-    if not all(isinstance(n, (int, float)) for n in numbers):
-        return gr.skip()
-    return pd.DataFrame(DEMO.preset_rows(aspect_ratio, *numbers), columns=PRESET_HEADERS)
-
-
-def run_summary(preset, aspect_ratio, steps, guidance, rope, source_steps, source_guidance):
-    request = Request("", preset=preset, aspect_ratio=aspect_ratio, steps=steps, guidance=guidance, rope=rope,
-                      source_steps=source_steps, source_guidance=source_guidance)
-    try:
-        generate_line = DEMO.run_summary(request, "generate")
-        compare_line = format_estimate(DEMO.compare_estimate(
-            *DEMO.size(preset, aspect_ratio), steps, guidance, source_steps, source_guidance))
-    except (ValueError, TypeError) as error:
-        return f"{error}"
-    return f"**This run:** {generate_line} · Compare: {compare_line}"
-
-
-# -- formatting -----------------------------------------------------------------------------------------------
-def _generate_details(result) -> str:
-    status = "native for this model" if result.native else "zero-shot (past the trained size)"
-    estimate = f" (estimated {format_seconds(result.estimate.seconds)})" if result.estimate is not None else ""
-    return (f"**{result.width}×{result.height}** · {status} · RoPE {result.rope or 'plain'} · seed {result.seed} · "
-            f"took {format_seconds(result.seconds)}{estimate}")
-
-
-def _compare_outputs(result: CompareResult):
+def _compare_outputs(result):
+    """A comparison's result, in the order of the Compare event's outputs."""
     headers, rows = Demo.cost_table(result)
-    spectrum = pd.DataFrame(Demo.spectrum_rows(result))
     return (
         (result.source_image, result.pixel_image),
         result.source_image,
@@ -219,62 +186,34 @@ def _compare_outputs(result: CompareResult):
         pd.DataFrame(rows, columns=headers),
         result.crops["source"],
         result.crops["pixel"],
-        spectrum,
+        pd.DataFrame(Demo.spectrum_rows(result)),
         result.seed,
-        _compare_summary(result),
+        results.compare_summary(DEMO, result),
     )
 
 
-def _compare_summary(result: CompareResult) -> str:
-    source_s, pixel_s = result.total_seconds("source"), result.total_seconds("pixel")
-    ratio = source_s / pixel_s if pixel_s > 0 else float("inf")
-    shares = Demo.high_frequency_shares(result)
-    left, top, right, bottom = result.crop_box
-    status = {k: "native" if v else "zero-shot" for k, v in result.native.items()}
-    estimates = [f"{name} {format_seconds(e.seconds)}" for name, e in result.estimates.items() if e is not None]
-    memory = ("CUDA memory allocated by tensors" if DEMO.device.type == "cuda"
-              else "this process's resident memory (RSS), sampled every 5 ms; it includes the web server")
-    return "\n".join([
-        f"**{result.width}×{result.height}, seed {result.seed}.** Latent source ({status['source']}, RoPE "
-        f"{result.rope['source'] or 'plain'}): {format_seconds(source_s)} in all. Pixel model ({status['pixel']}, RoPE "
-        f"{result.rope['pixel'] or 'plain'}): {format_seconds(pixel_s)} in all, "
-        f"{'%.1f× faster' % ratio if ratio >= 1 else '%.1f× slower' % (1 / ratio)} end to end.",
-        f"- Estimated before the run: {', '.join(estimates) or 'no estimate'}.",
-        f"- Text encoder: {'shared, so the prompt was encoded once for both' if result.shares_text_encoder else 'one per pipeline'}.",
-        f"- Weights: latent source {format_bytes(result.weights['source'])} (DiT + VAE + text encoder), pixel model "
-        f"{format_bytes(result.weights['pixel'])} (DiT + Detailer Head + text encoder). Memory columns measure {memory}; "
-        f"*working* is the peak minus what was in use when the stage began; a total's peak is the weights plus the "
-        f"most working memory of its stages.",
-        f"- Share of spectral power above 0.25 cycles/pixel: source {shares['source']:.1%}, pixel {shares['pixel']:.1%}.",
-        f"- Crops: pixels ({left}, {top}) to ({right}, {bottom}), the most detailed region, at 100%"
-        + (f", enlarged ×{result.crop_factor} with nearest-neighbour so each pixel stays a square." if result.crop_factor > 1 else "."),
-    ])
+@spaces.GPU(duration=example_seconds)
+def example(prompt: str):
+    """An example at the model's native size with a fixed seed, so its cached result is reproducible."""
+    yield from _generate(DEMO.example_request(prompt))
 
 
-def _header() -> str:
-    return (
-        "# L2P: latent to pixel\n"
-        "A pretrained latent diffusion transformer (Z-Image) turned into a pixel-space generator: no VAE, RGB "
-        "patches straight into the DiT, and a small U-Net *Detailer Head* that paints the pixels. "
-        "**Generate** draws with the pixel model, up to 4K and 8K zero-shot; **Compare** runs the latent source "
-        "on the same prompt and seed and shows what each stage costs."
-    )
+def preset_table(aspect_ratio, steps, guidance, source_steps, source_guidance):
+    table = results.preset_overview(DEMO, aspect_ratio, steps, guidance, source_steps, source_guidance)
+    return gr.skip() if table is None else pd.DataFrame(table[1], columns=table[0])
 
 
-def _facts() -> str:
-    facts = DEMO.describe()
-    return (
-        f"Pixel model: {facts['pixel']} · Latent source: {facts['source']} · Models: {facts['origin']} · "
-        f"Text encoder: {facts['text_encoder']} · Device: {facts['device']} · Estimates: {facts['estimates']}"
-    )
+def run_summary(preset, aspect_ratio, steps, guidance, rope, source_steps, source_guidance):
+    return results.run_line(DEMO, Request("", preset=preset, aspect_ratio=aspect_ratio, steps=steps, guidance=guidance,
+                                  rope=rope, source_steps=source_steps, source_guidance=source_guidance))
 
 
 # -- layout ---------------------------------------------------------------------------------------------------
 with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
-    gr.Markdown(_header())
+    gr.Markdown(HEADER)
     if DEMO.models.notice:
         gr.Markdown(f"**Serving the embedded tiny models.** {DEMO.models.notice}", elem_classes="l2p-notice")
-    gr.Markdown(_facts(), elem_classes="l2p-facts")
+    gr.Markdown(results.facts_line(DEMO), elem_classes="l2p-facts")
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
             prompt = gr.Textbox(label="Prompt", lines=2, placeholder=DEMO.examples[0], elem_id="prompt")

@@ -4,7 +4,7 @@ The names below load on first use, so `import l2p.toyworld` (numpy and PIL only)
 importing diffusers and transformers.
 """
 
-import importlib
+from .lazy import lazy_exports
 
 _EXPORTS = {
     "DetailerHead": ".detailer_head",
@@ -18,14 +18,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'l2p' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -14,7 +14,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+# Hub ids: the released pixel model, and the latent source whose text encoder and tokenizer it runs with.
 RELEASE_REPO_ID = "zhen-nan/L2P"
+SOURCE_REPO_ID = "Tongyi-MAI/Z-Image-Turbo"
 RELEASE_FILENAME = "model-1k-merge.safetensors"
 _MAX_LISTED = 20
 

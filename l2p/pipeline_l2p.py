@@ -13,13 +13,12 @@ from diffusers.pipelines.z_image.pipeline_z_image import get_default_z_image_sig
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .checkpoint import RELEASE_REPO_ID
+from .checkpoint import RELEASE_REPO_ID, SOURCE_REPO_ID
 from .rope import resolve_scaling, rope_scaling as apply_rope_scaling
 from .sizes import check_image_size
 from .transformer_l2p import L2PTransformer2DModel
 
 OUTPUT_TYPES = ("pil", "np", "pt")
-TEXT_ENCODER_REPO_ID = "Tongyi-MAI/Z-Image-Turbo"
 
 
 class L2PPipeline(DiffusionPipeline):
@@ -59,7 +58,7 @@ class L2PPipeline(DiffusionPipeline):
         cls,
         checkpoint: str = RELEASE_REPO_ID,
         filename: str | None = None,
-        text_encoder_source: str = TEXT_ENCODER_REPO_ID,
+        text_encoder_source: str = SOURCE_REPO_ID,
         config: dict | str | None = None,
         torch_dtype: torch.dtype | None = None,
     ) -> "L2PPipeline":

@@ -40,6 +40,23 @@ class SamplingSettings:
         return self.width, self.height
 
 
+# What folders without a sampling.json (the released models, from the Hub) run with: the L2P 1K release at 30 steps
+# and CFG 2.0; Z-Image-Turbo at 9 steps without guidance (its 0.0, which is L2P's 1.0).
+RELEASE_SAMPLING = SamplingSettings(height=1024, width=1024, num_inference_steps=30, guidance_scale=2.0)
+TURBO_SAMPLING = SamplingSettings(height=1024, width=1024, num_inference_steps=9, guidance_scale=0.0)
+
+
+def zimage_guidance(l2p_guidance: float) -> float:
+    """The same guidance strength in Z-Image's convention: L2P writes CFG as neg + s (pos - neg), Z-Image as
+    pos + w (pos - neg), so w = s - 1 (and no guidance, L2P's 1 or below, is Z-Image's 0)."""
+    return max(0.0, l2p_guidance - 1.0)
+
+
+def l2p_guidance(zimage_guidance: float) -> float:
+    """Z-Image's guidance w in L2P's convention: s = w + 1."""
+    return zimage_guidance + 1.0
+
+
 def read_sampling(folder: str | os.PathLike) -> SamplingSettings | None:
     """The folder's settings, or None when it has no `sampling.json` (a Hub model: use the release's defaults)."""
     path = Path(folder) / SAMPLING_FILE

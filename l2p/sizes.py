@@ -1,6 +1,29 @@
-"""Image sizes the pixel model accepts: multiples of its patch size, any aspect ratio, any token count."""
+"""Image sizes: what the pixel model accepts (multiples of its patch, any aspect ratio, any token count), how many
+tokens a size makes, and each model's native size, computed here and nowhere else."""
 
 from __future__ import annotations
+
+import math
+
+
+def native_side(patch_size: int, trained_grid: int) -> int:
+    """The side of the square image a model was trained at: its trained token grid times its pixels per token
+    (256 px for the embedded tiny pixel model, 1024 for the 1K release)."""
+    return patch_size * trained_grid
+
+
+def pixels_per_token(pipe) -> int:
+    """Image pixels per token side of a loaded pipeline: the patch of an `L2PPipeline`; for a latent
+    `ZImagePipeline`, its VAE factor times its latent patch (8 x 2 = 16 for Z-Image)."""
+    config = pipe.transformer.config
+    if getattr(pipe, "vae", None) is not None:
+        return pipe.vae_scale_factor * config.all_patch_size[0]
+    return config.patch_size
+
+
+def token_count(width: int, height: int, pixels_per_token: int) -> int:
+    """Image tokens for a grid of `pixels_per_token`-sided patches (partial patches rounded up)."""
+    return math.ceil(height / pixels_per_token) * math.ceil(width / pixels_per_token)
 
 
 def nearest_multiples(value: int, multiple: int) -> tuple[int, int]:

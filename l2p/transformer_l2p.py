@@ -25,7 +25,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from .checkpoint import check_state_dict, read_state_dict, resolve_checkpoint_file
 from .detailer_head import DetailerHead
 from .rope import RotaryPositions
-from .sizes import check_image_size
+from .sizes import check_image_size, native_side
 
 # `DiffusionPipeline.from_pretrained` finds how to load a component defined outside diffusers by looking
 # up its base classes (`ModelMixin`) in the component's module, so that name must be importable from here.
@@ -155,6 +155,12 @@ class L2PTransformer2DModel(ZImageTransformer2DModel):
         dtype = torch_dtype or torch.float32
         model.load_state_dict({key: tensor.to(dtype) for key, tensor in state.items()}, strict=True, assign=True)
         return model.eval()
+
+    @property
+    def native_side(self) -> int:
+        """The side in pixels of the square images the model was trained at (patch x trained grid): sizes up to
+        it are native, larger ones zero-shot."""
+        return native_side(self.config.patch_size, self.config.trained_grid)
 
     # -- memory ---------------------------------------------------------------------------------------
     def enable_detailer_tiling(self, tile_size: int | None = 2048):

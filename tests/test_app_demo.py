@@ -1,6 +1,7 @@
 """The demo's logic (l2p.demo and its helpers) on tiny models: sizes, seeds, previews, estimates, every input
 check, failures, cancelling, configuration and loading."""
 
+import dataclasses
 import threading
 import time
 
@@ -11,8 +12,8 @@ from PIL import Image, ImageFilter
 
 import tiny
 from browser.server import save_tiny_models
-from l2p.compare import detail_box, matching_crops, measure
-from l2p.costs import CostModel
+from l2p.bench.costs import CostModel
+from l2p.demo.analysis import detail_box, high_frequency_share, matching_crops, radial_power_spectrum
 from l2p.demo import (
     BUILD_COMMAND,
     MAX_SEED,
@@ -29,8 +30,8 @@ from l2p.demo import (
     load_models,
     x0_preview,
 )
-from l2p.presets import PRESETS, Geometry, image_size, is_native, preset_label, resolve_rope
-from l2p.spectrum import high_frequency_share, radial_power_spectrum
+from l2p.demo.presets import PRESETS, Geometry, image_size, is_native, preset_label, resolve_rope
+from l2p.device import measure
 
 STEPS = 2
 GIB = 2**30
@@ -411,3 +412,32 @@ def test_the_example_configuration_offline_falls_back_to_the_embedded_models(ass
     assert (config.checkpoint, config.source_model, config.source_steps) == ("zhen-nan/L2P", "Tongyi-MAI/Z-Image-Turbo", 9)
     models = load_models(config)
     assert models.origin == "embedded" and "zhen-nan/L2P" in models.notice and "Tongyi-MAI/Z-Image-Turbo" in models.notice
+
+
+def test_without_sampling_json_the_defaults_are_the_releases(demo):
+    models = dataclasses.replace(demo.models, pixel_sampling=None, source_sampling=None)
+    defaults = Demo(models, DemoConfig(), None).defaults  # L2P's release: 30 steps, CFG 2; Z-Image-Turbo: 9, none
+    assert (defaults.steps, defaults.guidance, defaults.source_steps, defaults.source_guidance) == (30, 2.0, 9, 1.0)
+    configured = Demo(models, DemoConfig(steps=4), None).defaults  # models meant to run differently stay apart
+    assert (configured.steps, configured.source_steps) == (4, 9)
+
+
+def test_native_size_comes_from_the_model(demo):
+    transformer = demo.models.pixel.transformer
+    assert transformer.native_side == demo.geometry.native_side == 256
+    assert demo.size("native", "1:1") == (transformer.native_side,) * 2
+
+
+def test_a_request_is_resolved_once_for_its_check_and_its_run(demo, monkeypatch):
+    resolved = []
+    resolve = demo.planner._resolve
+    monkeypatch.setattr(demo.planner, "_resolve", lambda *args: resolved.append(args) or resolve(*args))
+    request = Request("a red circle", steps=1, guidance=1.0, seed=4)
+    assert demo.problems(request) == {}  # the check before the queue
+    assert demo.gpu_seconds(request) >= 20  # ZeroGPU's duration
+    _, result = run(demo.generate(request))  # the run
+    assert len(resolved) == 1 and result.seed == 4
+    _, drawn = run(demo.generate(dataclasses.replace(request, randomize_seed=True)))
+    _, again = run(demo.generate(dataclasses.replace(request, randomize_seed=True)))
+    assert len(resolved) == 2  # a seed is still drawn per run
+    assert 0 <= drawn.seed <= MAX_SEED and 0 <= again.seed <= MAX_SEED

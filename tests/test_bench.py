@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import tiny
 from l2p import bench
-from l2p.costs import CostModel
+from l2p.bench.costs import CostModel
 
 REQUIRED_FIELDS = {
     "scale", "device", "width", "height", "pipeline", "step_s", "text_encode_s", "vae_decode_s",

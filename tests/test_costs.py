@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tiny
-from l2p.costs import CostModel, Estimate, fit_nonnegative, hr_patch_size
+from l2p.bench.costs import CostModel, Estimate, fit_nonnegative, hr_patch_size
 
 
 def _records(sizes=(256, 512, 1024, 2048)):

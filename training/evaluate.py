@@ -19,10 +19,11 @@ from pathlib import Path
 
 import torch
 from diffusers import ZImagePipeline
+from diffusers.utils import make_image_grid
 from PIL import Image
 
 from l2p import L2PPipeline
-from l2p.sampling import SamplingSettings, read_sampling
+from l2p.sampling import RELEASE_SAMPLING, SamplingSettings, read_sampling, zimage_guidance
 from l2p.sharpness import mean_edge_width
 from l2p.toyworld import partial_credit, sample_prompts, score
 
@@ -48,15 +49,9 @@ def load_pipeline(folder: str | Path):
     return pipe
 
 
-# What a folder without `sampling.json` (a released model from the Hub) runs with: the L2P release's defaults
-# (30 steps, CFG 2.0 at 1024 px), the same strength for Z-Image (see `guidance_for`).
-RELEASE_SAMPLING = {"height": 1024, "width": 1024, "num_inference_steps": 30, "l2p_guidance": 2.0}
-
-
-def guidance_for(pipe, l2p_guidance: float) -> float:
-    """The same guidance strength for both families: Z-Image writes CFG as pos + s (pos - neg), L2P as
-    neg + s (pos - neg), so Z-Image's s equals L2P's s - 1."""
-    return l2p_guidance if isinstance(pipe, L2PPipeline) else l2p_guidance - 1.0
+def guidance_for(pipe, guidance: float) -> float:
+    """The same guidance strength for both families: `guidance` in L2P's convention, in the pipeline's own."""
+    return guidance if isinstance(pipe, L2PPipeline) else zimage_guidance(guidance)
 
 
 def run_settings(folder, pipe, steps: int | None = None, guidance: float | None = None, size: int | None = None,
@@ -64,9 +59,9 @@ def run_settings(folder, pipe, steps: int | None = None, guidance: float | None 
     """How to run a folder's pipeline: its `sampling.json`, with any of steps, guidance (in L2P's convention,
     so that both families get the same strength), a square size or a height and width given here instead."""
     own = read_sampling(folder)
-    if own is None:
+    if own is None:  # a released model from the Hub: the L2P release's settings, the same strength for Z-Image
         r = RELEASE_SAMPLING
-        own = SamplingSettings(r["height"], r["width"], r["num_inference_steps"], guidance_for(pipe, r["l2p_guidance"]))
+        own = SamplingSettings(r.height, r.width, r.num_inference_steps, guidance_for(pipe, r.guidance_scale))
     return SamplingSettings(
         height=height or size or own.height,
         width=width or size or own.width,
@@ -85,12 +80,10 @@ def generate(pipe, prompts: list[str], seeds: list[int], settings: SamplingSetti
 
 
 def grid(images: list[Image.Image], columns: int = 8) -> Image.Image:
-    width, height = images[0].size
+    """A contact sheet, `columns` wide; a short last row is filled with white."""
     rows = -(-len(images) // columns)
-    sheet = Image.new("RGB", (columns * width, rows * height), "white")
-    for i, image in enumerate(images):
-        sheet.paste(image, ((i % columns) * width, (i // columns) * height))
-    return sheet
+    blank = Image.new("RGB", images[0].size, "white")
+    return make_image_grid(list(images) + [blank] * (rows * columns - len(images)), rows=rows, cols=columns)
 
 
 def measure(images: list[Image.Image], prompts: list[str]) -> dict[str, float]:

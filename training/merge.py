@@ -21,7 +21,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline
 from safetensors.torch import save_file
 
 from l2p import L2PPipeline, L2PTransformer2DModel
-from l2p.sampling import SamplingSettings, read_sampling, write_sampling
+from l2p.sampling import RELEASE_SAMPLING, SamplingSettings, l2p_guidance, read_sampling, write_sampling
 
 from .files import atomic_directory, atomic_path
 from .train import load_trained
@@ -54,9 +54,10 @@ def pixel_sampling(model: L2PTransformer2DModel, source_folder: str, steps: int 
                    guidance: float | None = None) -> SamplingSettings:
     """The merged pipeline's `sampling.json`: its trained size (patch x trained grid), and the source's steps and
     guidance strength (converted to L2P's convention) unless given; the release's 30 and 2.0 for a source without one."""
-    side = model.config.patch_size * model.config.trained_grid
+    side = model.native_side
     own = read_sampling(source_folder) if Path(source_folder).is_dir() else None
-    default_steps, default_guidance = (own.num_inference_steps, own.guidance_scale + 1.0) if own else (30, 2.0)
+    default_steps, default_guidance = ((own.num_inference_steps, l2p_guidance(own.guidance_scale)) if own
+                                       else (RELEASE_SAMPLING.num_inference_steps, RELEASE_SAMPLING.guidance_scale))
     return SamplingSettings(side, side, steps or default_steps, default_guidance if guidance is None else guidance)
 
 

@@ -353,7 +353,7 @@ class Trainer:
     @torch.no_grad()
     def sample_grid(self) -> Path:
         """x0 samples of the current weights on fixed prompts and seeds, one PNG row per prompt."""
-        from PIL import Image
+        from diffusers.utils import make_image_grid
 
         model = self.accelerator.unwrap_model(self.model).eval()
         if self.ema is not None:  # sample what the run will deliver: the averaged weights
@@ -361,7 +361,7 @@ class Trainer:
             self.ema.copy_to(self.trainable_parameters())
         source = self.source
         m = self.config.model
-        size = m.patch_size * m.trained_grid if m.kind == "pixel" else self.config.data.resolution
+        size = model.native_side if m.kind == "pixel" else self.config.data.resolution
         if self.config.model.kind == "pixel":
             pipe = L2PPipeline(L2PPipeline.default_scheduler(), source.text_encoder, source.tokenizer, model)
             kwargs = {"guidance_scale": 2.0}
@@ -377,9 +377,7 @@ class Trainer:
         model.train()
         if self.ema is not None:
             self.ema.restore(self.trainable_parameters())
-        grid = Image.new("RGB", (size * len(images), size))
-        for i, image in enumerate(images):
-            grid.paste(image, (i * size, 0))
+        grid = make_image_grid(images, rows=1, cols=len(images))
         path = Path(self.config.output_dir) / "samples" / f"step-{self.step:07d}.png"
         with atomic_file(path) as stream:
             grid.save(stream, format="PNG")

@@ -11,19 +11,28 @@ from pathlib import Path
 
 import httpx
 
-from l2p.app_overhead import free_port
+from l2p.bench.app_overhead import free_port
+from l2p.sampling import SamplingSettings, write_sampling
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "app.py"
 
 
+# How the embedded toy models run (their sampling.json): 256 px, 20 steps, the same guidance strength for both
+# (Z-Image's 1.0 is L2P's 2.0).
+TOY_SAMPLING = {"tiny-source": SamplingSettings(256, 256, 20, 1.0), "tiny-l2p": SamplingSettings(256, 256, 20, 2.0)}
+
+
 def save_tiny_models(folder: Path) -> Path:
-    """`folder/tiny-source` and `folder/tiny-l2p`, laid out as the embedded assets are (same text encoder)."""
+    """`folder/tiny-source` and `folder/tiny-l2p`, laid out as the embedded assets are (same text encoder, and a
+    sampling.json each)."""
     import tiny
 
     if not (folder / "tiny-l2p" / "model_index.json").is_file():
         tiny.source_pipeline().save_pretrained(folder / "tiny-source")
         tiny.pixel_pipeline().save_pretrained(folder / "tiny-l2p")
+        for name, settings in TOY_SAMPLING.items():
+            write_sampling(folder / name, settings)
     return folder
 
 

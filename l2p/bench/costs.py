@@ -35,28 +35,10 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import nnls
 
-PIPELINES = ("pixel", "pixel_hr", "source")
-# Long image side at which the high-resolution patch takes over from 16 (the release's HR models: 4K and up).
-HR_MIN_SIDE = 4096
-HR_BASE_PATCH = 64
-
-
-def hr_patch_size(width: int, height: int, min_side: int = HR_MIN_SIDE, base_patch: int = HR_BASE_PATCH) -> int | None:
-    """The high-resolution model's patch for an image, or None below 4K (where the 16-px model is the one).
-
-    The release keeps the DiT grid at 64 tokens per side: patch 64 at 4K, 128 at 8K. Here the patch doubles
-    from 64 until the long side fits in 64 tokens, so the patch stays a power of two (as the Detailer Head's
-    pooling needs). `min_side` and `base_patch` move the rule (tests use it at tiny sizes).
-    """
-    longest = max(width, height)
-    if longest < min_side:
-        return None
-    return base_patch * 2 ** max(0, math.ceil(math.log2(longest / min_side)))
-
-
-def token_count(width: int, height: int, pixels_per_token: int) -> int:
-    """Image tokens for a grid of `pixels_per_token`-sided patches (partial patches rounded up)."""
-    return math.ceil(height / pixels_per_token) * math.ceil(width / pixels_per_token)
+from ..device import device_memory_bytes, device_name
+from ..sizes import token_count
+from .cases import HR_BASE_PATCH, HR_MIN_SIDE, PIPELINES, hr_patch_size
+from .measure import measure_in_process
 
 
 @dataclass(frozen=True)
@@ -225,13 +207,9 @@ class CostModel:
         one warm-up). Peak memory is measured in this process (CUDA: max allocated; CPU: peak RSS, reset per
         case), so weights already loaded count as they will in the app.
         """
-        from . import bench  # the measuring code lives with the benchmark
-
-        records = bench.measure_in_process(
-            {"source": source_pipe, "pixel": pixel_pipe}, sizes, timed_steps=steps, warmup_steps=1
-        )
+        records = measure_in_process({"source": source_pipe, "pixel": pixel_pipe}, sizes, timed_steps=steps, warmup_steps=1)
         device = pixel_pipe._execution_device
-        return cls.from_records(records, memory_limit_bytes=bench.device_memory_bytes(device), device=bench.device_name(device))
+        return cls.from_records(records, memory_limit_bytes=device_memory_bytes(device), device=device_name(device))
 
     # -- use ----------------------------------------------------------------------------------------------
     def estimate(self, pipeline: str, width: int, height: int, steps: int, cfg: bool) -> Estimate:

@@ -1,10 +1,10 @@
 """Resolution presets, aspect ratios and RoPE choices of the demo, as sizes both pipelines accept.
 
 A preset names the image's long side: 1K = 1024 px, 2K, 4K, 8K, plus "native", the loaded pixel model's own
-size (patch size x trained token grid: 256 px for the embedded tiny model, 1024 for the 1K release). The
-short side follows the aspect ratio. Both sides are snapped to `Geometry.multiple`, the least common
-multiple of what the pixel model (its patch) and the latent source (VAE factor x latent patch) accept, so
-the same size runs in both pipelines and the two images of a comparison line up pixel for pixel.
+size (patch size x trained token grid, `l2p.sizes.native_side`: 256 px for the embedded tiny model, 1024 for the
+1K release). The short side follows the aspect ratio. Both sides are snapped to `Geometry.multiple`, the least
+common multiple of what the pixel model (its patch) and the latent source (VAE factor x latent patch) accept,
+so the same size runs in both pipelines and the two images of a comparison line up pixel for pixel.
 
 "Native" versus "zero-shot" follows `l2p.rope`: positions are scaled isotropically from the longer side, so
 a size is native when its longer side spans at most `trained_grid` tokens, and zero-shot beyond that.
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from ..sizes import native_side, pixels_per_token
 
 NATIVE = "native"
 # Long side in pixels.
@@ -37,17 +39,34 @@ class Geometry:
     trained_grid: int
     source_pixels_per_token: int = 16
 
+    @classmethod
+    def of(cls, source, pixel) -> "Geometry":
+        """The geometry of a loaded pair: a `ZImagePipeline` and an `L2PPipeline`."""
+        config = pixel.transformer.config
+        return cls(config.patch_size, config.trained_grid, pixels_per_token(source))
+
     @property
     def multiple(self) -> int:
         return math.lcm(self.patch_size, self.source_pixels_per_token)
 
     @property
     def native_side(self) -> int:
-        return self.patch_size * self.trained_grid
+        return native_side(self.patch_size, self.trained_grid)
 
     @property
     def source_native_side(self) -> int:
-        return self.source_pixels_per_token * self.trained_grid
+        return native_side(self.source_pixels_per_token, self.trained_grid)
+
+    def is_native(self, width: int, height: int, pipeline: str = "pixel") -> bool:
+        """Whether a size is native for the pixel model ("pixel") or the latent source ("source")."""
+        return is_native(width, height, self._pixels_per_token(pipeline), self.trained_grid)
+
+    def rope(self, choice: str, width: int, height: int, pipeline: str = "pixel") -> str | None:
+        """The RoPE strategy `choice` resolves to for one pipeline at this size (see `resolve_rope`)."""
+        return resolve_rope(choice, width, height, self._pixels_per_token(pipeline), self.trained_grid)
+
+    def _pixels_per_token(self, pipeline: str) -> int:
+        return self.source_pixels_per_token if pipeline == "source" else self.patch_size
 
 
 def snap(value: float, multiple: int) -> int:

@@ -1,0 +1,67 @@
+"""The demo's logic without its UI: configuration, loading the models once, cost estimates, input checks, and
+the runs behind the Generate and Compare buttons. `app.py` lays these out in Gradio.
+
+Which models are served is configuration, never something typed into the page: environment variables, or a
+small YAML file named by `L2P_CONFIG` (environment variables win). With nothing configured the embedded tiny
+models in `assets/` are served; if configured models cannot be loaded, the embedded ones are served and
+`LoadedModels.notice` says why.
+
+| variable | YAML key | meaning |
+| --- | --- | --- |
+| L2P_PIXEL_MODEL | pixel_model | an `L2PPipeline.from_pretrained` folder or Hub id |
+| L2P_CHECKPOINT | checkpoint | a release single-file checkpoint (file, folder or Hub id) for `L2PPipeline.from_release` |
+| L2P_CHECKPOINT_FILE | checkpoint_file | the file name inside a checkpoint folder or Hub repository |
+| L2P_SOURCE_MODEL | source_model | the latent source, a `ZImagePipeline.from_pretrained` folder or Hub id |
+| L2P_TEXT_ENCODER | text_encoder | where a release checkpoint's text encoder comes from (default: the source) |
+| L2P_ASSETS | assets | the folder holding the embedded `tiny-source/` and `tiny-l2p/` |
+| L2P_DEVICE, L2P_DTYPE | device, dtype | e.g. cuda / cpu, bfloat16 / float32 (default: cuda+bfloat16 if there is a GPU) |
+| L2P_STEPS, L2P_GUIDANCE | steps, guidance | the pixel model's defaults (else its folder's sampling.json, else the release's 30, 2.0) |
+| L2P_SOURCE_STEPS, L2P_SOURCE_GUIDANCE | source_steps, source_guidance | the source's defaults in Compare (else its folder's sampling.json, or the pixel model's where the two sampling.json agree; else Z-Image-Turbo's 9, 1.0) |
+| L2P_BENCHMARKS | benchmarks | a `docs/benchmarks/*.json` to estimate costs from (else measured at start-up) |
+| L2P_MAX_SECONDS | max_seconds | refuse runs estimated to take longer (default: no limit) |
+| L2P_CONCURRENCY, L2P_MAX_QUEUE | concurrency, max_queue | runs at once per device (1), waiting runs (20) |
+| L2P_MCP | mcp | 1 to also serve the endpoints as MCP tools |
+
+Modules, one concept each:
+
+| module | holds |
+| --- | --- |
+| `config` | `DemoConfig`: the settings above |
+| `loading` | loading the models once (configured, else embedded) and the cost model (`l2p.bench.costs`) |
+| `presets` | resolution presets, aspect ratios, RoPE choices and the `Geometry` of a loaded pair |
+| `plan` | `Request`, and `Plan`: a request resolved once (problems, size, RoPE strategies, estimates) |
+| `runs` | the Generate and Compare runs themselves: pipeline calls, paced progress, stages measured |
+| `worker` | one run at a time on a worker thread: streaming, cancelling, failures as messages |
+| `results` | what runs give back, the cost and preset tables, and every line of text the page shows |
+| `analysis` | 1:1 crops of the most detailed region and radially averaged power spectra |
+| `service` | `Demo`: the loaded models and one method per thing the page can ask for |
+"""
+
+from .analysis import detail_box, high_frequency_share, matching_crops, radial_power_spectrum
+from .config import DemoConfig
+from .errors import Cancelled, DemoError, MissingAssets
+from .loading import BUILD_COMMAND, LoadedModels, load_cost_model, load_models
+from .plan import COMPARE_FIELDS, GENERATE_FIELDS, GUIDANCE_RANGE, MAX_SEED, STEPS_RANGE, Plan, Request
+from .presets import ASPECT_RATIOS, NATIVE, PRESETS, ROPE_CHOICES, Geometry, image_size, is_native, preset_label, resolve_rope
+from .results import (
+    PRESET_HEADERS,
+    CompareResult,
+    GenerateResult,
+    Preview,
+    SourceDone,
+    format_bytes,
+    format_estimate,
+    format_seconds,
+)
+from .runs import PREVIEW_INTERVAL_S, ProgressPacer, x0_preview
+from .service import Demo
+
+__all__ = [
+    "ASPECT_RATIOS", "BUILD_COMMAND", "COMPARE_FIELDS", "GENERATE_FIELDS", "GUIDANCE_RANGE", "MAX_SEED", "NATIVE",
+    "PRESETS", "PRESET_HEADERS", "PREVIEW_INTERVAL_S", "ROPE_CHOICES", "STEPS_RANGE", "Cancelled", "CompareResult",
+    "Demo", "DemoConfig", "DemoError", "GenerateResult", "Geometry", "LoadedModels", "MissingAssets", "Plan",
+    "Preview", "ProgressPacer", "Request", "SourceDone", "detail_box",
+    "format_bytes", "format_estimate", "format_seconds", "high_frequency_share", "image_size",
+    "is_native", "load_cost_model", "load_models", "matching_crops", "preset_label",
+    "radial_power_spectrum", "resolve_rope", "x0_preview",
+]

@@ -1,0 +1,99 @@
+"""What the demo can be told: `DemoConfig`, from the YAML file named by `L2P_CONFIG` and `L2P_*` environment
+variables (they win). The settings are listed in `l2p.demo`'s docstring."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def flag(value) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def on_zero_gpu() -> bool:
+    """A ZeroGPU Space: CUDA appears inside `@spaces.GPU` calls only, so there is no GPU at start-up."""
+    return flag(os.environ.get("SPACES_ZERO_GPU", ""))
+
+
+@dataclass
+class DemoConfig:
+    """Everything the demo can be told (see `l2p.demo`); `DemoConfig.load()` reads it."""
+
+    pixel_model: str | None = None
+    checkpoint: str | None = None
+    checkpoint_file: str | None = None
+    source_model: str | None = None
+    text_encoder: str | None = None
+    assets: str = str(REPO_ROOT / "assets")
+    device: str | None = None
+    dtype: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    source_steps: int | None = None
+    source_guidance: float | None = None
+    benchmarks: str | None = None
+    max_seconds: float | None = None
+    concurrency: int = 1
+    max_queue: int = 20
+    mcp: bool = False
+    examples: list[str] | None = None
+
+    @property
+    def configured(self) -> bool:
+        """True when full-scale (or any non-embedded) models were asked for."""
+        return any((self.pixel_model, self.checkpoint, self.source_model))
+
+    @classmethod
+    def load(cls, environ=None) -> "DemoConfig":
+        """The YAML file named by L2P_CONFIG (if any), then L2P_* environment variables over it."""
+        environ = os.environ if environ is None else environ
+        values: dict = {}
+        path = environ.get("L2P_CONFIG")
+        if path:
+            import yaml
+
+            try:
+                with open(path) as handle:
+                    loaded = yaml.safe_load(handle) or {}
+            except OSError as error:
+                raise SystemExit(f"L2P_CONFIG={path}: cannot read it ({error})") from None
+            if not isinstance(loaded, dict):
+                raise SystemExit(f"L2P_CONFIG={path}: expected a mapping of settings, got {type(loaded).__name__}")
+            values.update(loaded)
+        names = [f.name for f in dataclasses.fields(cls)]
+        for name in names:
+            variable = f"L2P_{name.upper()}"
+            if environ.get(variable, "") != "":
+                values[name] = environ[variable]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise SystemExit(f"unknown setting(s) {unknown} in {path}; known: {names}")
+        return cls._coerce(values, source=path or "the environment")
+
+    @classmethod
+    def _coerce(cls, values: dict, source: str) -> "DemoConfig":
+        types = {"steps": int, "source_steps": int, "concurrency": int, "max_queue": int,
+                 "guidance": float, "source_guidance": float, "max_seconds": float}
+        config = {}
+        for name, value in values.items():
+            try:
+                if value is None:
+                    config[name] = None
+                elif name in types:
+                    config[name] = types[name](value)
+                elif name == "mcp":
+                    config[name] = flag(value)
+                elif name == "examples":
+                    config[name] = [str(v) for v in value] if isinstance(value, list) else [
+                        line.strip() for line in str(value).split("|") if line.strip()
+                    ]
+                else:
+                    config[name] = str(value)
+            except (TypeError, ValueError):
+                raise SystemExit(f"setting {name}={value!r} from {source} is not a valid {types[name].__name__}") from None
+        return cls(**config)

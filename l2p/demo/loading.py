@@ -1,0 +1,227 @@
+"""Loading once, at start-up: the two pipelines the demo serves (configured, else embedded), and the cost model its
+estimates come from (a benchmark file, else a quick measurement here)."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import hashlib
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import RELEASE_REPO_ID, SOURCE_REPO_ID
+from ..device import device_memory_bytes, device_name, release_memory
+from ..sampling import SamplingSettings, read_sampling
+from .config import REPO_ROOT, DemoConfig, on_zero_gpu
+from .errors import MissingAssets, first_line
+from .presets import Geometry
+
+log = logging.getLogger("l2p.demo")
+
+EMBEDDED_SOURCE = "tiny-source"
+EMBEDDED_PIXEL = "tiny-l2p"
+BUILD_COMMAND = "python -m training.toy_assets"
+BENCHMARKS = REPO_ROOT / "docs" / "benchmarks"
+
+
+# -- the models ---------------------------------------------------------------------------------------------------
+@dataclass
+class LoadedModels:
+    """The two pipelines the demo serves, where they came from, and why the configured ones are not used."""
+
+    source: object  # diffusers.ZImagePipeline
+    pixel: object  # l2p.L2PPipeline
+    device: torch.device
+    dtype: torch.dtype
+    origin: str  # "embedded" or "configured"
+    source_name: str
+    pixel_name: str
+    shares_text_encoder: bool
+    notice: str | None = None  # why configured models were not loaded
+    seconds: float = 0.0
+    # How each folder is meant to run (its sampling.json), when it has one: the embedded models do.
+    source_sampling: SamplingSettings | None = None
+    pixel_sampling: SamplingSettings | None = None
+
+
+def pick_device(config: DemoConfig) -> tuple[torch.device, torch.dtype]:
+    if config.device:
+        device = torch.device(config.device)
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() or on_zero_gpu() else "cpu")
+    if config.dtype:
+        dtype = getattr(torch, config.dtype, None)
+        if not isinstance(dtype, torch.dtype):
+            raise SystemExit(f"L2P_DTYPE={config.dtype!r} is not a torch dtype (try bfloat16, float16, float32)")
+    else:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return device, dtype
+
+
+def _comparable(config) -> dict:
+    volatile = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash"}
+    return {k: v for k, v in config.to_dict().items() if k not in volatile}
+
+
+def _weights_digest(folder: Path, limit: int = 256 * 2**20) -> str | None:
+    """sha256 of a small text encoder's weight files (None when there are none, or they are too big to hash)."""
+    files = sorted((folder / "text_encoder").glob("*.safetensors"))
+    if not files or sum(f.stat().st_size for f in files) > limit:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def can_share_text_encoder(source_location: str, pixel_location: str, source) -> bool:
+    """Whether the pixel pipeline may reuse the source's text encoder instead of loading its own copy.
+
+    A pixel folder without a text encoder must share; one with a different config must not; for small local
+    encoders the weights are compared too. Hub ids are trusted to match (at full scale both are Z-Image's).
+    """
+    pixel_path = Path(pixel_location)
+    if not pixel_path.is_dir():
+        return True
+    if not (pixel_path / "text_encoder" / "config.json").is_file():
+        return True
+    source_config = source.text_encoder.config
+    if _comparable(type(source_config).from_pretrained(pixel_path / "text_encoder")) != _comparable(source_config):
+        return False
+    source_path = Path(source_location)
+    if source_path.is_dir():
+        source_digest, pixel_digest = _weights_digest(source_path), _weights_digest(pixel_path)
+        if source_digest and pixel_digest:
+            return source_digest == pixel_digest
+    return True
+
+
+def _load_pair(source_location: str, pixel_location: str | None, config: DemoConfig, device, dtype, origin: str,
+               start: float, names: tuple[str, str] | None = None, notice: str | None = None) -> LoadedModels:
+    """Load a source and a pixel pipeline (a folder or Hub id, or with `pixel_location` None the release
+    checkpoint `config.checkpoint`), sharing the text encoder where they can. `start`: when loading began."""
+    from diffusers import ZImagePipeline
+
+    from ..pipeline_l2p import L2PPipeline
+    from ..transformer_l2p import L2PTransformer2DModel
+
+    source = ZImagePipeline.from_pretrained(source_location, dtype=dtype)
+    if pixel_location is not None:
+        shared = can_share_text_encoder(source_location, pixel_location, source)
+        extra = dict(text_encoder=source.text_encoder, tokenizer=source.tokenizer) if shared else {}
+        pixel = L2PPipeline.from_pretrained(pixel_location, dtype=dtype, **extra)
+        pixel_name = pixel_location
+    else:
+        checkpoint = config.checkpoint
+        encoder_location = config.text_encoder or source_location
+        shared = encoder_location == source_location
+        if shared:
+            transformer = L2PTransformer2DModel.from_single_file(checkpoint, config.checkpoint_file, torch_dtype=dtype)
+            pixel = L2PPipeline(L2PPipeline.default_scheduler(), source.text_encoder, source.tokenizer, transformer)
+        else:
+            pixel = L2PPipeline.from_release(checkpoint, config.checkpoint_file, encoder_location, torch_dtype=dtype)
+        pixel_name = f"{checkpoint}" + (f" ({config.checkpoint_file})" if config.checkpoint_file else "")
+    for pipe in (source, pixel):
+        pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+    source_name, pixel_name = names or (source_location, pixel_name)
+    return LoadedModels(source, pixel, device, dtype, origin, source_name, pixel_name, shared, notice=notice,
+                        seconds=time.perf_counter() - start, source_sampling=_sampling(source_location),
+                        pixel_sampling=_sampling(pixel_location))
+
+
+def _sampling(location: str | None) -> SamplingSettings | None:
+    return read_sampling(location) if location and Path(location).is_dir() else None
+
+
+def load_models(config: DemoConfig) -> LoadedModels:
+    """Load the configured pair, or the embedded pair (also when the configured one fails)."""
+    device, dtype = pick_device(config)
+    start = time.perf_counter()
+    notice = None
+    if config.configured:
+        source_location = config.source_model or SOURCE_REPO_ID
+        pixel_location = config.pixel_model
+        if pixel_location is None and config.checkpoint is None:
+            config = dataclasses.replace(config, checkpoint=RELEASE_REPO_ID)
+        try:
+            return _load_pair(source_location, pixel_location, config, device, dtype, "configured", start)
+        except Exception as error:  # offline, missing files, wrong layout: fall back, and say why
+            what = pixel_location or config.checkpoint
+            notice = (f"The configured models (pixel: {what}, source: {source_location}) could not be loaded: "
+                      f"{type(error).__name__}: {first_line(error)}")
+            log.warning("%s; falling back to the embedded tiny models", notice)
+            gc.collect()
+    assets = Path(config.assets)
+    source_path, pixel_path = assets / EMBEDDED_SOURCE, assets / EMBEDDED_PIXEL
+    missing = [str(p) for p in (source_path, pixel_path) if not (p / "model_index.json").is_file()]
+    if missing:
+        because = f"{notice}\n" if notice else ""
+        raise MissingAssets(
+            f"{because}The embedded tiny models are missing ({', '.join(missing)}). Build them with\n"
+            f"    {BUILD_COMMAND}\n"
+            f"or point the app at other models with L2P_PIXEL_MODEL / L2P_CHECKPOINT and L2P_SOURCE_MODEL "
+            f"(see the README)."
+        )
+    return _load_pair(str(source_path), str(pixel_path), config, device, dtype, "embedded", start,
+                      names=(short_path(source_path), short_path(pixel_path)), notice=notice)
+
+
+def short_path(path: Path) -> str:
+    """A path relative to the repository when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+# -- the cost model -------------------------------------------------------------------------------------------------
+def calibration_sizes(geometry: Geometry) -> list[tuple[int, int]]:
+    """Half, one and two times the native side: quick, and enough to fit the size terms."""
+    sides = sorted({max(geometry.multiple, round(geometry.native_side * f / geometry.multiple) * geometry.multiple)
+                    for f in (0.5, 1.0, 2.0)})
+    return [(side, side) for side in sides]
+
+
+def benchmark_file(scale: str, device: torch.device, folder: Path = BENCHMARKS) -> Path | None:
+    """`docs/benchmarks/<scale>-<device>.json` as `python -m l2p.bench` names it, if it exists."""
+    path = folder / f"{scale}-{device_name(device)}.json"
+    return path if path.is_file() else None
+
+
+def load_cost_model(models: LoadedModels, geometry: Geometry, config: DemoConfig, scale: str):
+    """(CostModel or None, a sentence saying where the estimates come from).
+
+    In order: the benchmark file named by the configuration; the repository's benchmark for this scale
+    ("tiny" or "full") and device; a quick measurement here (`CostModel.calibrate`). The memory limit is
+    always this device's.
+    """
+    from ..bench.costs import CostModel
+
+    path = Path(config.benchmarks) if config.benchmarks else benchmark_file(scale, models.device)
+    if path is not None:
+        try:
+            costs = CostModel.from_benchmarks(path)
+            costs.memory_limit_bytes = device_memory_bytes(models.device) or costs.memory_limit_bytes
+            return costs, f"fitted to {short_path(path)}"
+        except Exception as error:
+            log.warning("cannot use the benchmarks %s (%s); measuring instead", path, error)
+    if on_zero_gpu():
+        # No GPU outside @spaces.GPU: a start-up measurement would time the CPU.
+        return None, "none: set L2P_BENCHMARKS to a benchmark file for this GPU"
+    sizes = calibration_sizes(geometry)
+    start = time.perf_counter()
+    try:
+        costs = CostModel.calibrate(models.source, models.pixel, sizes, steps=1)
+    except Exception as error:
+        log.warning("could not measure costs: %s", traceback.format_exc())
+        return None, f"none: measuring at start-up failed ({type(error).__name__}: {first_line(error)})"
+    finally:
+        release_memory()
+    listed = ", ".join(f"{w}×{h}" for w, h in sizes)
+    return costs, f"measured here at start-up ({listed}, 1 step each, {time.perf_counter() - start:.1f} s)"

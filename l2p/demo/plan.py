@@ -1,0 +1,261 @@
+"""A request resolved once into a plan: what is wrong with it, the size it runs at, the RoPE strategy of each
+pipeline, whether that size is native, and what the run is expected to cost.
+
+Everything that looks at a request (the page's checks before the queue, the run itself, the one-line summary,
+ZeroGPU's duration) reads the same `Plan`, and `Planner.plan` keeps the last few, so the check before the queue
+and the run that follows it resolve a request once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import threading
+from dataclasses import dataclass, field
+
+from ..sampling import RELEASE_SAMPLING
+from .presets import ASPECT_RATIOS, NATIVE, PRESETS, ROPE_CHOICES, Geometry, image_size
+from .results import format_bytes, format_seconds
+
+MAX_SEED = 2**31 - 1
+STEPS_RANGE = (1, 100)
+GUIDANCE_RANGE = (0.0, 10.0)
+MAX_SEQUENCE_LENGTH = 512  # Z-Image's text encoder reads at most this many tokens, chat template included
+PLANS_KEPT = 64
+
+
+@dataclass(frozen=True)
+class Request:
+    """The inputs of one run, as the page and the API send them (in this order: see GENERATE_FIELDS)."""
+
+    prompt: str
+    negative_prompt: str = ""
+    preset: str = NATIVE
+    aspect_ratio: str = "1:1"
+    steps: int = RELEASE_SAMPLING.num_inference_steps
+    guidance: float = RELEASE_SAMPLING.guidance_scale
+    seed: int = 0
+    randomize_seed: bool = False
+    rope: str = "auto"
+    source_steps: int | None = None
+    source_guidance: float | None = None
+
+
+# The inputs of Generate and Compare, in the order the page sends them.
+GENERATE_FIELDS = ("prompt", "negative_prompt", "preset", "aspect_ratio", "steps", "guidance", "seed", "randomize_seed",
+                   "rope")
+COMPARE_FIELDS = (*GENERATE_FIELDS, "source_steps", "source_guidance")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A request resolved for Generate ("generate") or Compare ("compare").
+
+    request: the request with the source's settings filled in from the pixel model's and, when it can run, its
+        numbers as their proper types.
+    problems: field name -> what is wrong with it; empty when the request can run.
+    width, height: the size, when the preset and aspect ratio are known.
+    rope, native: per pipeline ("pixel", "source"), the RoPE strategy and whether the size is native.
+    estimates: per pipeline, an `l2p.bench.costs.Estimate` (None without a cost model); "source" for Compare only.
+    estimate: the whole run: the pixel model alone, or both in a row for Compare.
+    """
+
+    request: Request
+    kind: str
+    problems: dict[str, str]
+    width: int | None = None
+    height: int | None = None
+    rope: dict[str, str | None] = field(default_factory=dict)
+    native: dict[str, bool] = field(default_factory=dict)
+    estimates: dict[str, object] = field(default_factory=dict)
+    estimate: object | None = None
+
+    @property
+    def size_text(self) -> str:
+        return f"{self.width}×{self.height}"
+
+    def seeded(self) -> Request:
+        """The request to run: the seed drawn if asked."""
+        request = self.request
+        seed = random.randint(0, MAX_SEED) if request.randomize_seed else int(request.seed)
+        return dataclasses.replace(request, seed=seed, randomize_seed=False)
+
+
+def _or(value, fallback):
+    return fallback if value is None else value
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value) -> bool:
+    return _number(value) and float(value).is_integer()
+
+
+class Planner:
+    """Resolves requests into plans, for one loaded pair of models (their geometry and tokenizer) and a cost model."""
+
+    def __init__(self, geometry: Geometry, tokenizer, costs=None, max_seconds: float | None = None):
+        self.geometry = geometry
+        self.tokenizer = tokenizer
+        self.max_seconds = max_seconds
+        self.prompt_overhead = self._templated_length("")
+        self._plans: dict = {}
+        self._plans_lock = threading.Lock()
+        self.costs = costs
+
+    @property
+    def costs(self):
+        """The `l2p.bench.costs.CostModel` estimates come from (None: no estimates, no memory check)."""
+        return self._costs
+
+    @costs.setter
+    def costs(self, costs):
+        self._costs = costs
+        with self._plans_lock:
+            self._plans.clear()  # their estimates came from the old model
+
+    # -- estimates ------------------------------------------------------------------------------------------
+    def estimate(self, pipeline: str, width: int, height: int, steps, guidance):
+        """An `l2p.bench.costs.Estimate`, or None without a cost model. `pipeline` is "pixel" or "source"."""
+        costs = self.costs
+        if costs is None:
+            return None
+        name = "source"
+        if pipeline == "pixel":  # a cost model measured on the high-resolution variant only stands in for it
+            name = "pixel_hr" if "pixel" not in costs.pipelines and "pixel_hr" in costs.pipelines else "pixel"
+        return costs.estimate(name, width, height, int(steps), cfg=float(guidance) > 1.0)
+
+    @staticmethod
+    def in_a_row(pixel, source):
+        """Both runs one after the other: times add up, memory peaks at the larger of the two."""
+        from ..bench.costs import Estimate
+
+        if pixel is None or source is None:
+            return None
+        return Estimate(pixel.seconds + source.seconds, max(pixel.peak_memory_bytes, source.peak_memory_bytes),
+                        pixel.memory_limit_bytes)
+
+    # -- plans ----------------------------------------------------------------------------------------------
+    def plan(self, request: Request, kind: str = "generate") -> Plan:
+        """The request resolved (see `Plan`); the same request asked for again is not resolved again."""
+        key = (request, kind)
+        try:
+            hash(key)
+        except TypeError:  # an unhashable value from an API call: resolve it, and let the checks say what is wrong
+            return self._resolve(request, kind)
+        with self._plans_lock:
+            plan = self._plans.get(key)
+        if plan is None:
+            plan = self._resolve(request, kind)
+            with self._plans_lock:
+                self._plans[key] = plan
+                while len(self._plans) > PLANS_KEPT:
+                    self._plans.pop(next(iter(self._plans)))
+        return plan
+
+    def _resolve(self, request: Request, kind: str) -> Plan:
+        request = dataclasses.replace(request, source_steps=_or(request.source_steps, request.steps),
+                                      source_guidance=_or(request.source_guidance, request.guidance))
+        found = self._field_problems(request, kind)
+        parts: dict = {}
+        if not {"preset", "aspect_ratio"} & found.keys():
+            parts = self._size_parts(request, kind, rope_known="rope" not in found)
+        if not ({"preset", "aspect_ratio", "steps", "guidance", "source_steps", "source_guidance"} & found.keys()):
+            message = self._cost_problem(parts["width"], parts["height"], parts["estimates"])
+            if message:
+                found["preset"] = message
+        if not found:
+            request = dataclasses.replace(
+                request, steps=int(request.steps), guidance=float(request.guidance),
+                negative_prompt=request.negative_prompt or "", source_steps=int(request.source_steps),
+                source_guidance=float(request.source_guidance),
+            )
+        return Plan(request, kind, found, **parts)
+
+    def _size_parts(self, request: Request, kind: str, rope_known: bool) -> dict:
+        g = self.geometry
+        width, height = image_size(request.preset, request.aspect_ratio, g)
+        parts = {"width": width, "height": height, "estimates": {}, "estimate": None,
+                 "native": {pipeline: g.is_native(width, height, pipeline) for pipeline in ("pixel", "source")}}
+        if rope_known:
+            parts["rope"] = {pipeline: g.rope(request.rope, width, height, pipeline) for pipeline in ("pixel", "source")}
+        settings = {"pixel": (request.steps, request.guidance)}
+        if kind == "compare":
+            settings["source"] = (request.source_steps, request.source_guidance)
+        if all(_number(value) for pair in settings.values() for value in pair):
+            estimates = {name: self.estimate(name, width, height, *pair) for name, pair in settings.items()}
+            parts["estimates"] = estimates
+            parts["estimate"] = estimates["pixel"] if kind != "compare" else self.in_a_row(estimates["pixel"],
+                                                                                         estimates["source"])
+        return parts
+
+    # -- checks ---------------------------------------------------------------------------------------------
+    def _templated_length(self, text: str) -> int:
+        templated = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True, enable_thinking=True
+        )
+        return len(self.tokenizer(templated, verbose=False).input_ids)
+
+    def _prompt_problem(self, text, name: str, required: bool) -> str | None:
+        if text is None:
+            text = ""
+        if not isinstance(text, str):
+            return f"The {name} must be text, got {type(text).__name__}."
+        if required and not text.strip():
+            return "Enter a prompt: it is empty." if not text else "Enter a prompt: it is only whitespace."
+        length = self._templated_length(text) - self.prompt_overhead
+        limit = MAX_SEQUENCE_LENGTH - self.prompt_overhead
+        if length > limit:
+            return (f"The {name} is {length} tokens long; the text encoder reads at most {limit} tokens of it "
+                    f"({MAX_SEQUENCE_LENGTH} with its chat template). Shorten it by {length - limit} tokens.")
+        return None
+
+    def _field_problems(self, request: Request, kind: str) -> dict[str, str]:
+        found: dict[str, str] = {}
+        message = self._prompt_problem(request.prompt, "prompt", required=True)
+        if message:
+            found["prompt"] = message
+        message = self._prompt_problem(request.negative_prompt, "negative prompt", required=False)
+        if message:
+            found["negative_prompt"] = message
+        if request.preset not in PRESETS:
+            found["preset"] = f"Unknown resolution preset {request.preset!r}; choose one of: {', '.join(PRESETS)}."
+        if request.aspect_ratio not in ASPECT_RATIOS:
+            found["aspect_ratio"] = (f"Unknown aspect ratio {request.aspect_ratio!r}; choose one of: "
+                                     f"{', '.join(ASPECT_RATIOS)}.")
+        if request.rope not in ROPE_CHOICES:
+            found["rope"] = f"Unknown RoPE strategy {request.rope!r}; choose one of: {', '.join(ROPE_CHOICES)}."
+        step_fields = [("steps", "Steps")]
+        guidance_fields = [("guidance", "Guidance")]
+        if kind == "compare":
+            step_fields.append(("source_steps", "Source steps"))
+            guidance_fields.append(("source_guidance", "Source guidance"))
+        for name, label in step_fields:
+            value = getattr(request, name)
+            if not _whole(value) or not STEPS_RANGE[0] <= value <= STEPS_RANGE[1]:
+                found[name] = f"{label} must be a whole number from {STEPS_RANGE[0]} to {STEPS_RANGE[1]}, got {value!r}."
+        for name, label in guidance_fields:
+            value = getattr(request, name)
+            if not _number(value) or not GUIDANCE_RANGE[0] <= value <= GUIDANCE_RANGE[1]:
+                found[name] = f"{label} must be between {GUIDANCE_RANGE[0]:g} and {GUIDANCE_RANGE[1]:g}, got {value!r}."
+        if not request.randomize_seed and (not _whole(request.seed) or not 0 <= request.seed <= MAX_SEED):
+            found["seed"] = f"Seed must be a whole number from 0 to {MAX_SEED}, got {request.seed!r}."
+        return found
+
+    def _cost_problem(self, width: int, height: int, estimates: dict) -> str | None:
+        """Why the run cannot go ahead on this device: memory, or the configured time limit."""
+        who = {"pixel": "the pixel model", "source": "the latent source"}
+        for name, estimate in estimates.items():
+            if estimate is not None and not estimate.fits:
+                return (f"{width}×{height} needs about {format_bytes(estimate.peak_memory_bytes)} of memory for "
+                        f"{who[name]}, more than this device's {format_bytes(estimate.memory_limit_bytes)}. "
+                        f"Choose a smaller preset.")
+        if self.max_seconds:
+            total = sum(e.seconds for e in estimates.values() if e is not None)
+            if total > self.max_seconds:
+                return (f"{width}×{height} would take about {format_seconds(total)} here, over this app's limit "
+                        f"of {format_seconds(self.max_seconds)}. Choose a smaller preset or fewer steps.")
+        return None

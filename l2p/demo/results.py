@@ -1,0 +1,240 @@
+"""What a run gives back, and how the page shows it: the results, the cost table, the spectrum's rows, and every
+line of text the page writes about a run (numbers formatted for people)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from ..device import StageCost
+from .analysis import high_frequency_share, spectrum_db
+
+
+# -- what a run yields -----------------------------------------------------------------------------------------------
+@dataclass
+class Preview:
+    """Progress of a run: which pipeline, the step done, and (for Generate) the current x0 estimate."""
+
+    pipeline: str
+    step: int
+    total: int
+    image: Image.Image | None = None
+
+
+@dataclass
+class SourceDone:
+    """Compare: the latent source's image is decoded; the pixel model runs next."""
+
+    image: Image.Image
+    seed: int
+
+
+@dataclass
+class GenerateResult:
+    image: Image.Image
+    seed: int
+    width: int
+    height: int
+    native: bool
+    rope: str | None
+    seconds: float
+    estimate: object | None  # l2p.bench.costs.Estimate
+
+
+@dataclass
+class CompareResult:
+    source_image: Image.Image
+    pixel_image: Image.Image
+    seed: int
+    width: int
+    height: int
+    stages: list[StageCost]
+    weights: dict[str, int]  # pipeline -> bytes of its components (the shared text encoder in both)
+    shares_text_encoder: bool
+    steps: dict[str, int]
+    rope: dict[str, str | None]
+    native: dict[str, bool]
+    crop_box: tuple[int, int, int, int]
+    crop_factor: int
+    crops: dict[str, Image.Image]
+    spectra: dict[str, tuple[np.ndarray, np.ndarray]]
+    estimates: dict[str, object] = field(default_factory=dict)
+
+    def total_seconds(self, pipeline: str) -> float:
+        return sum(stage.seconds for stage in self.stages if stage.pipeline in (pipeline, "shared"))
+
+    def peak_bytes(self, pipeline: str) -> int:
+        """This pipeline's weights plus the most working memory any of its stages needed."""
+        working = max((s.working_bytes for s in self.stages if s.pipeline in (pipeline, "shared")), default=0)
+        return self.weights[pipeline] + working
+
+
+# -- numbers for people ---------------------------------------------------------------------------------------------
+def mib(count: int | None) -> float | None:
+    return None if count is None else round(count / 2**20, 1)
+
+
+def format_bytes(count: int | None) -> str:
+    if count is None:
+        return "unknown"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} B"
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 90:
+        return f"{seconds:.1f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def format_estimate(estimate) -> str:
+    if estimate is None:
+        return "no estimate"
+    text = f"~{format_seconds(estimate.seconds)}, peak ~{format_bytes(estimate.peak_memory_bytes)}"
+    if not estimate.fits:
+        text += f" (over the {format_bytes(estimate.memory_limit_bytes)} here)"
+    return text
+
+
+def native_word(native: bool) -> str:
+    return "native" if native else "zero-shot"
+
+
+# -- tables -----------------------------------------------------------------------------------------------------------
+PRESET_HEADERS = ["preset", "size", "for this model", "Generate: time", "Generate: peak memory", "Compare: time",
+                  "Compare: peak memory"]
+COST_HEADERS = ["pipeline", "stage", "time (s)", "ms / step", "peak (MiB)", "working (MiB)"]
+SPECTRUM_LABELS = {"source": "latent source (VAE decoded)", "pixel": "pixel (L2P)"}
+
+
+def cost_table(result: CompareResult) -> tuple[list[str], list[list]]:
+    """Headers and rows: per pipeline its weights, each stage, and the total (whose peak is the weights plus the
+    most working memory any of its stages needed)."""
+    rows = []
+    for pipeline in ("source", "pixel"):
+        name = "latent" if pipeline == "source" else "pixel"
+        rows.append([name, "weights", None, None, mib(result.weights[pipeline]), None])
+        for stage in result.stages:
+            if stage.pipeline not in (pipeline, "shared"):
+                continue
+            label, per_step = stage.stage, None
+            if stage.stage == "denoising":
+                steps = result.steps[pipeline]
+                label = f"denoising × {steps}"
+                per_step = round(stage.seconds / steps * 1000, 1)
+            if stage.pipeline == "shared":
+                label += " (shared)"
+            rows.append([name, label, round(stage.seconds, 3), per_step, mib(stage.peak_bytes), mib(stage.working_bytes)])
+        if pipeline == "pixel":
+            rows.append([name, "decode: none (no VAE)", 0.0, None, None, None])
+        rows.append([name, "total", round(result.total_seconds(pipeline), 3), None, mib(result.peak_bytes(pipeline)), None])
+    return list(COST_HEADERS), rows
+
+
+def spectrum_rows(result: CompareResult) -> list[dict]:
+    """Long-format rows (frequency, power in dB, which image) for a line plot."""
+    rows = []
+    for name, (frequencies, power) in result.spectra.items():
+        for f, p in zip(frequencies, spectrum_db(power)):
+            rows.append({"cycles per pixel": float(f), "power (dB)": float(p), "image": SPECTRUM_LABELS[name]})
+    return rows
+
+
+def high_frequency_shares(result: CompareResult) -> dict[str, float]:
+    return {name: high_frequency_share(f, p) for name, (f, p) in result.spectra.items()}
+
+
+def preset_overview(demo, aspect_ratio, steps, guidance, source_steps, source_guidance) -> tuple[list, list] | None:
+    """The page's table of every preset (headers, rows); None until the settings are numbers."""
+    numbers = [steps, guidance, source_steps, source_guidance]
+    if not all(isinstance(n, (int, float)) for n in numbers):
+        return None
+    return list(PRESET_HEADERS), demo.preset_rows(aspect_ratio, *numbers)
+
+
+# -- lines of text --------------------------------------------------------------------------------------------------
+def _size_problem(plan) -> str | None:
+    """What is wrong with a plan's size or RoPE strategy, if anything."""
+    if plan.width is None or not plan.rope:
+        return next(plan.problems[name] for name in ("preset", "aspect_ratio", "rope") if name in plan.problems)
+    return None
+
+
+def _run_words(plan, estimate) -> str:
+    return (f"{plan.size_text} · {native_word(plan.native['pixel'])} · RoPE {plan.rope['pixel'] or 'plain'} · "
+            f"{format_estimate(estimate)}")
+
+
+def plan_line(plan) -> str:
+    """One line about a planned run (an `l2p.demo.plan.Plan`): the size, native or zero-shot, the RoPE strategy and
+    what it is expected to cost; or what is wrong with its size."""
+    return _size_problem(plan) or _run_words(plan, plan.estimate)
+
+
+def run_line(demo, request) -> str:
+    """The page's line about the run its settings make: Generate's, and what Compare would cost."""
+    plan = demo.plan(request, "compare")
+    problem = _size_problem(plan)
+    if problem:
+        return problem
+    return f"**This run:** {_run_words(plan, plan.estimates.get('pixel'))} · Compare: {format_estimate(plan.estimate)}"
+
+
+def progress_line(event: Preview | SourceDone) -> str:
+    """What the page says while a run goes on."""
+    if isinstance(event, SourceDone):
+        return "Latent source done; the pixel model runs now."
+    if event.image is not None:
+        return f"Step {event.step} of {event.total} · the current clean-image estimate"
+    who = "Latent source" if event.pipeline == "source" else "Pixel model"
+    return f"{who}: step {event.step} of {event.total}"
+
+
+def generate_details(result: GenerateResult) -> str:
+    status = "native for this model" if result.native else "zero-shot (past the trained size)"
+    estimate = f" (estimated {format_seconds(result.estimate.seconds)})" if result.estimate is not None else ""
+    return (f"**{result.width}×{result.height}** · {status} · RoPE {result.rope or 'plain'} · seed {result.seed} · "
+            f"took {format_seconds(result.seconds)}{estimate}")
+
+
+def compare_summary(demo, result: CompareResult) -> str:
+    source_s, pixel_s = result.total_seconds("source"), result.total_seconds("pixel")
+    ratio = source_s / pixel_s if pixel_s > 0 else float("inf")
+    shares = high_frequency_shares(result)
+    left, top, right, bottom = result.crop_box
+    status = {k: native_word(v) for k, v in result.native.items()}
+    estimates = [f"{name} {format_seconds(e.seconds)}" for name, e in result.estimates.items() if e is not None]
+    memory = ("CUDA memory allocated by tensors" if demo.device.type == "cuda"
+              else "this process's resident memory (RSS), sampled every 5 ms; it includes the web server")
+    return "\n".join([
+        f"**{result.width}×{result.height}, seed {result.seed}.** Latent source ({status['source']}, RoPE "
+        f"{result.rope['source'] or 'plain'}): {format_seconds(source_s)} in all. Pixel model ({status['pixel']}, RoPE "
+        f"{result.rope['pixel'] or 'plain'}): {format_seconds(pixel_s)} in all, "
+        f"{'%.1f× faster' % ratio if ratio >= 1 else '%.1f× slower' % (1 / ratio)} end to end.",
+        f"- Estimated before the run: {', '.join(estimates) or 'no estimate'}.",
+        f"- Text encoder: {'shared, so the prompt was encoded once for both' if result.shares_text_encoder else 'one per pipeline'}.",
+        f"- Weights: latent source {format_bytes(result.weights['source'])} (DiT + VAE + text encoder), pixel model "
+        f"{format_bytes(result.weights['pixel'])} (DiT + Detailer Head + text encoder). Memory columns measure {memory}; "
+        f"*working* is the peak minus what was in use when the stage began; a total's peak is the weights plus the "
+        f"most working memory of its stages.",
+        f"- Share of spectral power above 0.25 cycles/pixel: source {shares['source']:.1%}, pixel {shares['pixel']:.1%}.",
+        f"- Crops: pixels ({left}, {top}) to ({right}, {bottom}), the most detailed region, at 100%"
+        + (f", enlarged ×{result.crop_factor} with nearest-neighbour so each pixel stays a square." if result.crop_factor > 1 else "."),
+    ])
+
+
+def facts_line(demo) -> str:
+    """The page's line of facts about what is loaded (`Demo.describe`)."""
+    facts = demo.describe()
+    return (
+        f"Pixel model: {facts['pixel']} · Latent source: {facts['source']} · Models: {facts['origin']} · "
+        f"Text encoder: {facts['text_encoder']} · Device: {facts['device']} · Estimates: {facts['estimates']}"
+    )

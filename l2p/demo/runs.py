@@ -1,0 +1,171 @@
+"""The runs behind the Generate and Compare buttons, for a planned request: the pipeline calls, their progress
+(paced), cancelling between steps, and (Compare) each stage timed and measured.
+
+Each run is `run(models, plan, request, emit, cancel, interval)`: it calls `emit` with progress as it goes and
+returns its result; `l2p.demo.worker.stream` runs it on a worker thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+import torch
+from PIL import Image
+
+from ..device import measure, weight_bytes
+from ..rope import rope_scaling
+from ..sampling import zimage_guidance
+from .analysis import matching_crops, radial_power_spectrum
+from .errors import Cancelled
+from .results import CompareResult, GenerateResult, Preview, SourceDone
+
+PREVIEW_SIDE = 512  # live previews are downscaled to this long side
+# Progress reaches the page at most this often. Every update costs the server an image encode, a message and
+# Python time that competes with the denoising loop, and the page a download; at toy speeds (~0.1 s a step)
+# per-step updates made the app 40% slower than the bare pipeline (python -m l2p.bench.app_overhead).
+PREVIEW_INTERVAL_S = 1.0
+CROP_SIDE = 128
+
+
+class ProgressPacer:
+    """Says when a run's progress is worth sending: at most once per `interval` seconds, never for the last
+    step (the result follows at once), and for the first step only if it took an interval (large sizes)."""
+
+    def __init__(self, total: int, interval: float = PREVIEW_INTERVAL_S):
+        self.total, self.interval = total, interval
+        self.last = time.perf_counter()
+
+    def due(self, step: int) -> bool:
+        now = time.perf_counter()
+        if step >= self.total or now - self.last < self.interval:
+            return False
+        self.last = now
+        return True
+
+
+def x0_preview(x0: torch.Tensor, side: int = PREVIEW_SIDE, processor=None) -> Image.Image:
+    """The first image of an x0 batch in [-1, 1] as a PIL image, downscaled to `side` on its long side.
+
+    `processor` is the pipeline's image processor (`L2PPipeline.image_processor`), which makes the PIL image."""
+    if processor is None:
+        from diffusers.image_processor import VaeImageProcessor
+
+        processor = VaeImageProcessor(vae_scale_factor=1, do_resize=False)
+    image = x0[:1].float()
+    height, width = image.shape[-2:]
+    scale = side / max(height, width)
+    if scale < 1:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        image = torch.nn.functional.interpolate(image, size=size, mode="area")
+    return processor.postprocess(image, output_type="pil")[0]
+
+
+def step_callback(pipeline: str, total: int, interval: float, emit: Callable, cancel: threading.Event,
+                  preview: Callable | None = None):
+    """A pipeline's `callback_on_step_end`: stop at the end of a step once cancelled, and send paced progress
+    (with `preview(x0)` as its image when given)."""
+    pacer = ProgressPacer(total, interval)
+
+    def on_step(pipe, step, timestep, tensors):
+        if cancel.is_set():
+            pipe._interrupt = True
+        if pacer.due(step + 1):
+            emit(Preview(pipeline, step + 1, total, preview(tensors["x0"]) if preview else None))
+        return {}
+
+    return on_step
+
+
+def _noise(seed: int) -> torch.Generator:
+    """The same seed gives the same noise in both pipelines and on every device: it is drawn on the CPU."""
+    return torch.Generator("cpu").manual_seed(seed)
+
+
+def generate_run(models, plan, request, emit: Callable, cancel: threading.Event, interval: float) -> GenerateResult:
+    """Text to image with the pixel model, with previews of its x0 estimate."""
+    pixel = models.pixel
+    width, height = plan.width, plan.height
+    preview = lambda x0: x0_preview(x0, processor=pixel.image_processor)  # noqa: E731
+    start = time.perf_counter()
+    image = pixel(
+        request.prompt, negative_prompt=request.negative_prompt or None, height=height, width=width,
+        num_inference_steps=request.steps, guidance_scale=request.guidance, generator=_noise(request.seed),
+        rope_scaling=plan.rope["pixel"], callback_on_step_end=step_callback("pixel", request.steps, interval, emit,
+                                                                            cancel, preview),
+        callback_on_step_end_tensor_inputs=["x0"],
+    ).images[0]
+    if cancel.is_set():
+        raise Cancelled()
+    return GenerateResult(image, request.seed, width, height, plan.native["pixel"], plan.rope["pixel"],
+                          time.perf_counter() - start, plan.estimate)
+
+
+def compare_run(models, plan, request, emit: Callable, cancel: threading.Event, interval: float) -> CompareResult:
+    """The latent source, then the pixel model, on the same prompt and seed, each stage timed and measured."""
+    source, pixel, device = models.source, models.pixel, models.device
+    width, height = plan.width, plan.height
+    stages = []
+
+    def encode(pipe, owner, cfg):
+        with measure(owner, "text encoding", device) as cost:
+            embeds = pipe.encode_prompt(request.prompt, device=device, do_classifier_free_guidance=cfg,
+                                        negative_prompt=request.negative_prompt or None)
+        stages.append(cost)
+        return embeds
+
+    pixel_cfg, source_cfg = request.guidance > 1.0, request.source_guidance > 1.0
+    if models.shares_text_encoder:
+        source_embeds = pixel_embeds = encode(source, "shared", pixel_cfg or source_cfg)
+    else:
+        source_embeds = encode(source, "source", source_cfg)
+        pixel_embeds = encode(pixel, "pixel", pixel_cfg)
+
+    # The latent source: denoise to latents, then the VAE decode, timed apart.
+    with measure("source", "denoising", device) as cost:
+        with rope_scaling(source.transformer, plan.rope["source"], trained_grid=pixel.transformer.config.trained_grid):
+            latents = source(
+                prompt_embeds=source_embeds[0], negative_prompt_embeds=source_embeds[1] or None, height=height,
+                width=width, num_inference_steps=request.source_steps,
+                guidance_scale=zimage_guidance(request.source_guidance), generator=_noise(request.seed),
+                output_type="latent",
+                callback_on_step_end=step_callback("source", request.source_steps, interval, emit, cancel),
+            ).images
+    stages.append(cost)
+    if cancel.is_set():
+        raise Cancelled()
+    vae = source.vae
+    with measure("source", "VAE decode", device) as cost:  # as ZImagePipeline decodes
+        latents = latents.to(vae.dtype) / vae.config.scaling_factor + vae.config.shift_factor
+        decoded = vae.decode(latents, return_dict=False)[0]
+        source_image = source.image_processor.postprocess(decoded, output_type="pil")[0]
+    stages.append(cost)
+    del latents, decoded
+    emit(SourceDone(source_image, request.seed))
+
+    with measure("pixel", "denoising", device) as cost:
+        # The prompt goes along with its embeddings only because Z-Image's encode_prompt (which L2PPipeline
+        # reuses) needs a prompt list to pair negative embeddings with; nothing is re-encoded.
+        pixel_image = pixel(
+            request.prompt, prompt_embeds=pixel_embeds[0], negative_prompt_embeds=pixel_embeds[1] or None,
+            height=height, width=width, num_inference_steps=request.steps, guidance_scale=request.guidance,
+            generator=_noise(request.seed), rope_scaling=plan.rope["pixel"],
+            callback_on_step_end=step_callback("pixel", request.steps, interval, emit, cancel),
+        ).images[0]
+    stages.append(cost)
+    if cancel.is_set():
+        raise Cancelled()
+
+    images = {"source": source_image, "pixel": pixel_image}
+    box, factor, crops = matching_crops([source_image, pixel_image], size=min(CROP_SIDE, width // 2, height // 2))
+    return CompareResult(
+        source_image, pixel_image, request.seed, width, height, stages,
+        weights={"source": weight_bytes(source.text_encoder, source.transformer, source.vae),
+                 "pixel": weight_bytes(pixel.text_encoder, pixel.transformer)},
+        shares_text_encoder=models.shares_text_encoder,
+        steps={"source": request.source_steps, "pixel": request.steps},
+        rope=dict(plan.rope), native=dict(plan.native), crop_box=box, crop_factor=factor,
+        crops=dict(zip(images, crops)), spectra={name: radial_power_spectrum(image) for name, image in images.items()},
+        estimates={name: plan.estimates[name] for name in ("source", "pixel")},
+    )

@@ -1,0 +1,213 @@
+"""`Demo`: the loaded models, their cost model, and one method per thing the page can ask for."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import threading
+from typing import Iterator
+
+import torch
+
+from ..device import device_label
+from ..sampling import RELEASE_SAMPLING, TURBO_SAMPLING, l2p_guidance
+from . import results
+from .config import DemoConfig
+from .errors import DemoError
+from .loading import LoadedModels, load_cost_model, load_models
+from .plan import Plan, Planner, Request
+from .presets import ASPECT_RATIOS, NATIVE, PRESETS, Geometry, image_size, preset_label
+from .results import CompareResult, GenerateResult, Preview, SourceDone
+from .runs import PREVIEW_INTERVAL_S, compare_run, generate_run
+from .worker import explain_failure, stream
+
+# A word-level toy tokenizer has a few dozen words; Qwen3's has ~150k. Below this, the toy world's examples.
+TOY_VOCABULARY_MAX = 1000
+
+TOY_EXAMPLES = [
+    "a red circle left of a blue square",
+    "three yellow triangles on a black background",
+    "a green square and a purple circle",
+    "an orange triangle above a blue circle on a gray background",
+    "two red squares",
+    "a purple triangle right of a yellow square on a white background",
+]
+FULL_EXAMPLES = [
+    "a lighthouse on a cliff at dusk, waves breaking on the rocks below, warm light in its windows",
+    "macro photograph of a dragonfly wing, every vein sharp, morning dew, shallow depth of field",
+    'a minimalist Swiss-style poster with the words "PIXELS, NOT LATENTS" in bold black letters on red',
+    "aerial view of a dense old town at night, thousands of lit windows, narrow winding streets",
+    "a tabby cat asleep on a stack of old books in a sunlit library, dust in the light",
+]
+
+
+def _or(value, fallback):
+    return fallback if value is None else value
+
+
+class Demo:
+    """The loaded models, their cost model, and one method per thing the page can do."""
+
+    def __init__(self, models: LoadedModels, config: DemoConfig, costs=None, costs_note: str = ""):
+        self.models = models
+        self.config = config
+        self.costs_note = costs_note
+        self.geometry = Geometry.of(models.source, models.pixel)
+        self.tokenizer = models.source.tokenizer
+        self.toy = len(self.tokenizer) < TOY_VOCABULARY_MAX
+        self.planner = Planner(self.geometry, self.tokenizer, costs, config.max_seconds)
+        self.lock = threading.Lock()  # the pipelines (and their schedulers) run one request at a time
+        self.preview_interval = PREVIEW_INTERVAL_S
+
+    @classmethod
+    def start(cls, config: DemoConfig) -> "Demo":
+        models = load_models(config)
+        demo = cls(models, config)
+        demo.costs, demo.costs_note = load_cost_model(models, demo.geometry, config, "tiny" if demo.toy else "full")
+        return demo
+
+    # -- defaults and facts ---------------------------------------------------------------------------------
+    @property
+    def costs(self):
+        """The `l2p.bench.costs.CostModel` estimates come from, or None."""
+        return self.planner.costs
+
+    @costs.setter
+    def costs(self, costs):
+        self.planner.costs = costs
+
+    @property
+    def device(self) -> torch.device:
+        return self.models.device
+
+    @property
+    def defaults(self) -> Request:
+        """The settings a page or API call starts from, unless configured: each folder's sampling.json (the
+        embedded models have one), else the release's 30 steps at guidance 2 for the pixel model and
+        Z-Image-Turbo's own 9 steps without guidance for the source. Guidance is in L2P's convention here, so a
+        Z-Image sampling.json's guidance_scale w is shown as w + 1. Where both folders are meant to run alike (the
+        toy models), the source follows the pixel model's configured steps and guidance, so Compare stays like
+        for like."""
+        config = self.config
+        pixel = self.models.pixel_sampling or RELEASE_SAMPLING
+        source = self.models.source_sampling or TURBO_SAMPLING
+        steps = _or(config.steps, pixel.num_inference_steps)
+        guidance = _or(config.guidance, pixel.guidance_scale)
+        source_steps, source_guidance = source.num_inference_steps, l2p_guidance(source.guidance_scale)
+        if (source_steps, source_guidance) == (pixel.num_inference_steps, pixel.guidance_scale):
+            source_steps, source_guidance = steps, guidance
+        return Request(prompt="", steps=steps, guidance=guidance, source_steps=_or(config.source_steps, source_steps),
+                       source_guidance=_or(config.source_guidance, source_guidance))
+
+    def example_request(self, prompt: str) -> Request:
+        """An example at the model's native size with a fixed seed, so that its cached result is reproducible."""
+        return dataclasses.replace(self.defaults, prompt=prompt)
+
+    @property
+    def examples(self) -> list[str]:
+        if self.config.examples:
+            return list(self.config.examples)
+        return list(TOY_EXAMPLES if self.toy else FULL_EXAMPLES)
+
+    def preset_choices(self) -> list[tuple[str, str]]:
+        return [(preset_label(preset, self.geometry), preset) for preset in PRESETS]
+
+    def size(self, preset: str, aspect_ratio: str) -> tuple[int, int]:
+        return image_size(preset, aspect_ratio, self.geometry)
+
+    def pixel_native(self, width: int, height: int) -> bool:
+        return self.geometry.is_native(width, height, "pixel")
+
+    def source_native(self, width: int, height: int) -> bool:
+        return self.geometry.is_native(width, height, "source")
+
+    def describe(self) -> dict[str, str]:
+        """Facts about what is loaded, for the page's header."""
+        models, g = self.models, self.geometry
+        return {
+            "pixel": f"{models.pixel_name} (patch {g.patch_size}, trained grid {g.trained_grid} → native {g.native_side} px)",
+            "source": f"{models.source_name} (latent, {g.source_pixels_per_token} px per token, native {g.source_native_side} px)",
+            "origin": models.origin,
+            "text_encoder": "shared by both pipelines" if models.shares_text_encoder else "one per pipeline",
+            "device": f"{device_label(models.device)}, {str(models.dtype).removeprefix('torch.')}",
+            "estimates": self.costs_note,
+            "notice": models.notice or "",
+        }
+
+    # -- plans, estimates and checks ------------------------------------------------------------------------
+    def plan(self, request: Request, kind: str = "generate") -> Plan:
+        """The request resolved once: problems, size, RoPE strategies and estimates (see `l2p.demo.plan`)."""
+        return self.planner.plan(request, kind)
+
+    def problems(self, request: Request, kind: str = "generate") -> dict[str, str]:
+        """Field name -> what is wrong with it; empty when the request can run."""
+        return dict(self.plan(request, kind).problems)
+
+    def checked(self, request: Request, kind: str = "generate") -> Request:
+        """The request with numbers as their proper types and a seed drawn if asked; DemoError if invalid."""
+        return self._runnable(request, kind).seeded()
+
+    def _runnable(self, request: Request, kind: str) -> Plan:
+        plan = self.plan(request, kind)
+        if plan.problems:
+            raise DemoError(" ".join(plan.problems.values()))
+        return plan
+
+    def estimate(self, pipeline: str, width: int, height: int, steps: int, guidance: float):
+        """An `l2p.bench.costs.Estimate`, or None without a cost model. `pipeline` is "pixel" or "source"."""
+        return self.planner.estimate(pipeline, width, height, steps, guidance)
+
+    def compare_estimate(self, width, height, steps, guidance, source_steps, source_guidance):
+        """Both runs in a row: times add up, memory peaks at the larger of the two."""
+        return self.planner.in_a_row(self.estimate("pixel", width, height, steps, guidance),
+                                     self.estimate("source", width, height, source_steps, source_guidance))
+
+    def preset_rows(self, aspect_ratio: str, steps, guidance, source_steps=None, source_guidance=None) -> list[list]:
+        """One row per preset: name, size, native or zero-shot, and what Generate and Compare would cost."""
+        if aspect_ratio not in ASPECT_RATIOS:
+            aspect_ratio = "1:1"
+        rows = []
+        for preset in PRESETS:
+            plan = self.plan(Request("", preset=preset, aspect_ratio=aspect_ratio, steps=steps, guidance=guidance,
+                                     source_steps=source_steps, source_guidance=source_guidance), "compare")
+            row = ["Native" if preset == NATIVE else preset, plan.size_text, results.native_word(plan.native["pixel"])]
+            for estimate in (plan.estimates.get("pixel"), plan.estimate):
+                if estimate is None:
+                    row += ["?", "?"]
+                else:
+                    memory = results.format_bytes(estimate.peak_memory_bytes) + ("" if estimate.fits else " (too much)")
+                    row += [results.format_seconds(estimate.seconds), memory]
+            rows.append(row)
+        return rows
+
+    def run_summary(self, request: Request, kind: str = "generate") -> str:
+        """One line: the size, native or zero-shot, the RoPE strategy and what this run is expected to cost."""
+        return results.plan_line(self.plan(request, kind))
+
+    def gpu_seconds(self, request: Request, kind: str = "generate") -> int:
+        """Seconds to ask ZeroGPU for: the estimate with headroom, never under 20 s (start-up and transfers)."""
+        estimate = self.plan(request, kind).estimate
+        if estimate is None:
+            return 120
+        return int(max(20, math.ceil(estimate.seconds * 1.5 + 10)))
+
+    # -- runs -----------------------------------------------------------------------------------------------
+    def generate(self, request: Request, cancel: threading.Event | None = None) -> Iterator[Preview | GenerateResult]:
+        """Text to image with the pixel model: Previews (x0 estimates, paced by ProgressPacer), then the GenerateResult."""
+        yield from self._run(generate_run, request, "generate", cancel)
+
+    def compare(self, request: Request, cancel: threading.Event | None = None) -> Iterator[Preview | SourceDone | CompareResult]:
+        """The latent source, then the pixel model, on the same prompt and seed, each stage timed and measured."""
+        yield from self._run(compare_run, request, "compare", cancel)
+
+    def _run(self, run, request: Request, kind: str, cancel: threading.Event | None) -> Iterator:
+        plan = self._runnable(request, kind)
+        work = functools.partial(run, self.models, plan, plan.seeded(), interval=self.preview_interval)
+        explain = functools.partial(explain_failure, size=plan.size_text, estimate=plan.estimate, device=self.device)
+        return stream(work, self.lock, cancel, explain)
+
+    # -- what a comparison shows ------------------------------------------------------------------------------
+    cost_table = staticmethod(results.cost_table)
+    spectrum_rows = staticmethod(results.spectrum_rows)
+    high_frequency_shares = staticmethod(results.high_frequency_shares)
