@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"no browser to driv
 
 # Every image matched by a selector has finished loading.
 LOADED = "selector => [...document.querySelectorAll(selector)].every(img => img.complete && img.naturalWidth > 0)"
-PROMPT = "a red circle left of a blue square"
+PROMPT = "a red circle and a blue square"
 TIMEOUT_MS = 180_000
 
 

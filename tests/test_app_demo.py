@@ -152,7 +152,7 @@ def test_x0_preview_is_downscaled_to_its_long_side():
 # -- compare ----------------------------------------------------------------------------------------------------
 def test_compare_runs_both_on_the_same_seed_and_measures_every_stage(demo, monkeypatch):
     monkeypatch.setattr(demo, "preview_interval", 0.0)
-    events, result = run(demo.compare(Request("a red circle left of a blue square", aspect_ratio="16:9", steps=2,
+    events, result = run(demo.compare(Request("a red circle and a blue square", aspect_ratio="16:9", steps=2,
                                               guidance=2.0, seed=3, source_steps=3, source_guidance=1.0)))
     assert isinstance(result, CompareResult)
     kinds = [type(e).__name__ for e in events]
@@ -363,7 +363,7 @@ def test_configured_folders_load_and_share_the_text_encoder_only_when_it_is_the_
 
 
 def test_toy_examples_and_defaults_for_tiny_models(demo):
-    assert demo.toy and "a red circle left of a blue square" in demo.examples
+    assert demo.toy and "a red circle and a blue square" in demo.examples
     defaults = Demo(demo.models, DemoConfig(), None).defaults  # as the toy models are trained and evaluated
     assert (defaults.steps, defaults.guidance, defaults.source_steps, defaults.source_guidance) == (20, 2.0, 20, 2.0)
     assert (demo.defaults.steps, demo.defaults.source_steps) == (STEPS, STEPS)

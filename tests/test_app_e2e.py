@@ -59,7 +59,7 @@ def test_generate_echoes_the_seed_and_honours_size_and_seed(client):
 
 def test_compare_returns_both_images_the_seed_and_the_cost_table(client):
     pair, source, pixel, costs, source_crop, pixel_crop, spectrum, seed, summary = client.predict(
-        prompt="a red circle left of a blue square", seed=5, randomize_seed=False, api_name="/compare")
+        prompt="a red circle and a blue square", seed=5, randomize_seed=False, api_name="/compare")
     assert seed == 5 and "seed 5" in summary
     assert len(pair) == 2 and png(pair[0]).size == png(pair[1]).size == (256, 256)
     assert png(source).size == png(pixel).size == (256, 256)
@@ -108,7 +108,7 @@ def test_the_page_says_why_the_configured_models_were_not_loaded(server):
     config = httpx.get(f"{server}/config", timeout=10).text
     assert "Serving the embedded tiny models." in config and "missing-model" in config
     assert "could not be loaded" in config
-    assert "a red circle left of a blue square" in config  # the toy world's examples
+    assert "a red circle and a blue square" in config  # the toy world's examples
 
 
 def test_without_models_the_app_exits_naming_the_build_command(tmp_path):

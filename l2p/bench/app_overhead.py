@@ -90,7 +90,7 @@ def measure(prompt: str, steps: int, guidance: float, seed: int, repeats: int, t
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prompt", default="a red circle left of a blue square")
+    parser.add_argument("--prompt", default="a red circle and a blue square")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=7)

@@ -26,7 +26,7 @@ HR_MIN_SIDE = 4096
 HR_BASE_PATCH = 64
 # Words the tiny models' tokenizers know; the prompt is padded to max_sequence_length tokens by Z-Image's
 # encoder anyway, so text encoding cost does not depend on it.
-PROMPT = "a red circle left of a blue square on a white background"
+PROMPT = "a red circle and a blue square on a white background"
 
 
 # -- the high-resolution variant ----------------------------------------------------------------------------

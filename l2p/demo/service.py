@@ -25,13 +25,14 @@ from .worker import explain_failure, stream
 # A word-level toy tokenizer has a few dozen words; Qwen3's has ~150k. Below this, the toy world's examples.
 TOY_VOCABULARY_MAX = 1000
 
+# One per category of the toy grammar (l2p.toyworld.FORMS), so each is a sentence the embedded models learnt.
 TOY_EXAMPLES = [
-    "a red circle left of a blue square",
-    "three yellow triangles on a black background",
-    "a green square and a purple circle",
-    "an orange triangle above a blue circle on a gray background",
-    "two red squares",
-    "a purple triangle right of a yellow square on a white background",
+    "a red circle and a blue square",
+    "three triangles on a black background",
+    "a yellow triangle",
+    "a triangle above a circle on a gray background",
+    "a square and a circle",
+    "a green square on a white background",
 ]
 FULL_EXAMPLES = [
     "a lighthouse on a cliff at dusk, waves breaking on the rocks below, warm light in its windows",
