@@ -62,9 +62,10 @@ def pixel_sampling(model: L2PTransformer2DModel, source_folder: str, steps: int 
 
 
 def merge(checkpoint: str | Path, file: str | Path | None, pipeline: str | Path | None, release_dtypes: bool = False,
-          steps: int | None = None, guidance: float | None = None) -> None:
+          steps: int | None = None, guidance: float | None = None, storage_dtype: torch.dtype = torch.float32) -> None:
     """Write the release-layout file and/or the pipeline folder (with its sampling.json; its scheduler's shift
-    is the one the run trained with)."""
+    is the one the run trained with). The folder's transformer is stored in `storage_dtype`; diffusers loads
+    it back as float32 unless asked otherwise."""
     checkpoint = Path(checkpoint)
     model, source, trained = merged_transformer(checkpoint)
     if file is not None:
@@ -74,7 +75,7 @@ def merge(checkpoint: str | Path, file: str | Path | None, pipeline: str | Path 
     if pipeline is not None:
         config = json.loads((checkpoint / "state.json").read_text())["config"]
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(L2PPipeline.default_scheduler().config, shift=config["flow"]["shift"])
-        pipe = L2PPipeline(scheduler, source.text_encoder, source.tokenizer, model)
+        pipe = L2PPipeline(scheduler, source.text_encoder, source.tokenizer, model.to(storage_dtype))
         sampling = pixel_sampling(model, config["model"]["source"], steps, guidance)
         with atomic_directory(pipeline) as staging:
             pipe.save_pretrained(staging)
