@@ -152,3 +152,26 @@ def test_full_size_configs_match_the_release():
         for name, pipe in (("source", source), ("pixel", pixel))
     }
     assert estimates["source"] > estimates["pixel"] > 19 * 2**30  # weights alone are ~19 GiB in bf16
+
+
+def test_generation_bench_times_both_pipelines_at_their_sampling_json_and_writes_the_ratio(tmp_path):
+    from browser.server import save_tiny_models
+    from l2p.bench import generation
+    from l2p.sampling import SamplingSettings, write_sampling
+
+    assets = save_tiny_models(tmp_path / "assets")
+    for name, guidance in (("tiny-source", 1.0), ("tiny-l2p", 2.0)):  # 2 steps keep the test short
+        write_sampling(assets / name, SamplingSettings(64, 64, 2, guidance))
+    generation.main(["--source", str(assets / "tiny-source"), "--pixel", str(assets / "tiny-l2p"), "--repeats", "2",
+                     "--threads", "1", "--scale", "test", "--out", str(tmp_path / "out")])
+    result = json.loads((tmp_path / "out" / "generation-test-cpu.json").read_text())
+    assert len(result["seconds"]["source"]) == len(result["seconds"]["pixel"]) == 2
+    assert result["settings"]["pixel"] == {"height": 64, "width": 64, "num_inference_steps": 2, "guidance_scale": 2.0}
+    median = result["median_s"]
+    assert 0 < median["source_vae_decode"] < median["source"]
+    assert result["pixel_over_source"] == pytest.approx(median["pixel"] / median["source"])
+    assert "pixel / source" in (tmp_path / "out" / "generation-test-cpu.md").read_text()
+
+    write_sampling(assets / "tiny-l2p", SamplingSettings(128, 128, 2, 2.0))
+    with pytest.raises(ValueError, match="native sizes differ"):
+        generation.measure(assets / "tiny-source", assets / "tiny-l2p", "a red circle", 0, 1, 1)
