@@ -13,6 +13,7 @@ import pytest
 
 from browser.chromium import browser_page, missing_reason
 from browser.server import REPO, save_tiny_models, serve_app
+from l2p.sampling import read_sampling
 
 MISSING = missing_reason()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"no browser to drive: {MISSING}")
@@ -28,11 +29,12 @@ def app_url(tmp_path_factory):
     work = tmp_path_factory.mktemp("browser")
     embedded = REPO / "assets"
     if all((embedded / name / "model_index.json").is_file() for name in ("tiny-source", "tiny-l2p")):
-        settings = {}  # the embedded models, exactly what `python app.py` serves (and the README shows)
+        settings, assets = {}, embedded  # the embedded models, exactly what `python app.py` serves (and the README shows)
     else:
-        settings = {"L2P_ASSETS": str(save_tiny_models(work / "assets")), "L2P_STEPS": "4"}
+        assets = save_tiny_models(work / "assets")
+        settings = {"L2P_ASSETS": str(assets), "L2P_STEPS": "4"}
     with serve_app(work, **settings) as url:
-        yield url
+        yield url, read_sampling(assets / "tiny-l2p").width  # the default preset: the native size, 1:1
 
 
 @pytest.fixture()
@@ -45,6 +47,7 @@ def screenshots(tmp_path):
 def test_type_a_prompt_generate_then_compare(app_url, screenshots):
     from playwright.sync_api import expect
 
+    app_url, side = app_url
     with browser_page() as page:
         page.goto(app_url, wait_until="networkidle")
         page.locator("#prompt textarea").fill(PROMPT)
@@ -52,7 +55,7 @@ def test_type_a_prompt_generate_then_compare(app_url, screenshots):
         page.get_by_text("took").wait_for(timeout=TIMEOUT_MS)
         expect(page.locator("#image img")).to_have_count(1, timeout=TIMEOUT_MS)
         page.wait_for_function(LOADED, arg="#image img", timeout=TIMEOUT_MS)
-        assert page.locator("#image img").evaluate("img => [img.naturalWidth, img.naturalHeight]") == [256, 256]
+        assert page.locator("#image img").evaluate("img => [img.naturalWidth, img.naturalHeight]") == [side, side]
         page.screenshot(path=screenshots / "generate.png", full_page=True)
 
         page.locator("#compare").click()
@@ -60,7 +63,7 @@ def test_type_a_prompt_generate_then_compare(app_url, screenshots):
         slider = page.locator("#slider img")
         expect(slider).to_have_count(2, timeout=TIMEOUT_MS)
         page.wait_for_function(LOADED, arg="#slider img", timeout=TIMEOUT_MS)
-        assert [slider.nth(i).evaluate("img => img.naturalWidth") for i in range(2)] == [256, 256]
+        assert [slider.nth(i).evaluate("img => img.naturalWidth") for i in range(2)] == [side, side]
         page.locator("#costs").get_by_text("VAE decode").wait_for(timeout=TIMEOUT_MS)
         page.locator("#spectrum svg, #spectrum canvas").first.wait_for(timeout=TIMEOUT_MS)
         page.screenshot(path=screenshots / "compare.png", full_page=True)

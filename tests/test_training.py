@@ -200,7 +200,7 @@ def test_two_cpu_processes_synthesize_disjoint_shards_and_train(source_dir, tmp_
 def test_vae_evaluation_measures_how_much_the_shipped_vae_widens_borders(tmp_path):
     from training.evaluate import evaluate_vae
 
-    result = evaluate_vae(ROOT / "assets" / "tiny-source" / "vae", n_images=4, resolution=256, out=tmp_path)
+    result = evaluate_vae(ROOT / "assets" / "tiny-source" / "vae", n_images=4, out=tmp_path)  # at the native size of its sampling.json
     assert result["psnr_db"] > 25
     assert result["edge_width_px_renders"] < 1.5  # antialiased vector drawing
     assert result["edge_width_px_reconstructions"] > 2 * result["edge_width_px_renders"]

@@ -2,7 +2,7 @@
 
     python -m training.evaluate toy assets/tiny-source --prompts 300 --out docs/eval/tiny-source
     python -m training.evaluate toy-curve runs/toy/source --base runs/toy/source-init --prompts 100 --out docs/eval/curve
-    python -m training.evaluate vae runs/toy/vae/vae --out docs/eval/vae         # reconstruction PSNR + pictures
+    python -m training.evaluate vae assets/tiny-source/vae --out docs/eval/vae   # reconstruction PSNR + pictures
     python -m training.evaluate geneval PIPELINE --out outputs/geneval   # GenEval's folder layout
     python -m training.evaluate dpg PIPELINE --out outputs/dpg           # DPG-Bench's 2x2 grids
 
@@ -141,14 +141,21 @@ def evaluate_checkpoints(run, base, n_prompts: int = 100, seed: int = HELD_OUT_S
     return rows
 
 
-def evaluate_vae(folder, n_images: int = 64, resolution: int = 256, seed: int = 1 + HELD_OUT_SEED_OFFSET,
+def evaluate_vae(folder, n_images: int = 64, resolution: int | None = None, seed: int = 1 + HELD_OUT_SEED_OFFSET,
                  out: str | Path | None = None) -> dict:
     """Reconstruction PSNR of a VAE folder on toy renders (by default the held-out set that
-    training/configs/toy/vae-full.yaml, seed 1, reports on), the mean edge width of the renders and of their
+    training/configs/toy/vae.yaml, seed 1, reports on), the mean edge width of the renders and of their
     reconstructions (what the VAE alone does to borders: the floor for any latent model's sharpness), and a sheet
-    of the first four: renders over reconstructions."""
+    of the first four: renders over reconstructions. The renders are `resolution` px square, by default the
+    native size in the `sampling.json` of the pipeline folder holding the VAE."""
     from diffusers import AutoencoderKL
     from diffusers.image_processor import VaeImageProcessor
+
+    if resolution is None:
+        settings = read_sampling(Path(folder).parent)
+        if settings is None:
+            raise ValueError(f"no sampling.json beside {folder} says the native size: pass --size")
+        resolution = settings.width
 
     vae = AutoencoderKL.from_pretrained(folder).eval()
     images, _, _ = toy_batch(0, n_images, resolution, seed=seed)
@@ -227,7 +234,7 @@ def main(argv=None):
         evaluate_checkpoints(args.pipeline, args.base, args.prompts, args.seed, args.steps, args.guidance, args.out,
                              args.every)
     elif args.benchmark == "vae":
-        print(json.dumps(evaluate_vae(args.pipeline, out=args.out), indent=1))
+        print(json.dumps(evaluate_vae(args.pipeline, resolution=args.size, out=args.out), indent=1))
     elif args.benchmark == "geneval":
         evaluate_geneval(args.pipeline, args.out, steps=args.steps, guidance=args.guidance, size=args.size)
     else:

@@ -1,0 +1,60 @@
+"""The shipped tiny models (assets/) draw what simple prompts say: a smoke test of their quality, so that a
+regression in the assets (or in the code that runs them) fails here. Each pipeline runs as its sampling.json says."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from l2p.demo.service import TOY_EXAMPLES
+from l2p.sampling import read_sampling
+from l2p.toyworld import COLORS, detect, parse_prompt
+from training.evaluate import load_pipeline
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+# (prompt, seed): simple prompts of the grammar, each naming a background and a colour.
+CASES = [
+    ("a red circle on a white background", 0),
+    ("a blue square on a black background", 1),
+    ("a yellow triangle on a gray background", 2),
+    ("a green circle on a black background", 3),
+    ("a purple square on a gray background", 4),
+    ("an orange triangle on a white background", 5),
+]
+
+# How many of CASES must also hold an object of the named colour: what the shipped models do now (the source
+# misses one; the pixel model, 1000 transfer steps in, draws the backgrounds but not yet the colours:
+# docs/results.md). Raise these when better assets land.
+COLOUR_HITS_AT_LEAST = {"tiny-source": 5, "tiny-l2p": 0}
+
+
+@pytest.fixture(scope="module", params=["tiny-source", "tiny-l2p"])
+def embedded(request):
+    folder = ASSETS / request.param
+    settings = read_sampling(folder)
+    assert settings is not None, f"{folder} has no sampling.json"
+    return request.param, load_pipeline(folder), settings
+
+
+def test_every_toy_example_is_a_sentence_of_the_grammar():
+    for prompt in TOY_EXAMPLES:
+        parse_prompt(prompt)  # raises on anything the embedded models never saw
+
+
+def test_embedded_models_draw_the_named_background_and_an_object_of_the_named_colour(embedded):
+    name, pipe, settings = embedded
+    prompts, seeds = zip(*CASES)
+    images = pipe(list(prompts), generator=[torch.Generator().manual_seed(s) for s in seeds], **settings.as_kwargs()).images
+    wrong_background, colour_hits, seen = [], 0, []
+    for prompt, image in zip(prompts, images):
+        parsed = parse_prompt(prompt)
+        background, objects = detect(image)
+        colours = {obj.color for obj in objects}
+        wanted = parsed.objects[0].color
+        assert wanted in COLORS
+        seen.append(f"{prompt!r}: background {background}, objects {sorted(colours) or 'none'}")
+        if background != parsed.background:
+            wrong_background.append(seen[-1])
+        colour_hits += wanted in colours
+    assert not wrong_background, f"{name}: " + "; ".join(wrong_background)
+    assert colour_hits >= COLOUR_HITS_AT_LEAST[name], f"{name}: {colour_hits} of {len(CASES)} drew the colour; " + "; ".join(seen)
