@@ -9,6 +9,7 @@ import torch
 from l2p.demo.service import TOY_EXAMPLES
 from l2p.sampling import read_sampling
 from l2p.toyworld import COLORS, detect, parse_prompt
+from l2p.toyworld.grammar import FORMS
 from training.evaluate import load_pipeline
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -38,7 +39,7 @@ def embedded(request):
 
 def test_every_toy_example_is_a_sentence_of_the_grammar():
     for prompt in TOY_EXAMPLES:
-        parse_prompt(prompt)  # raises on anything the embedded models never saw
+        assert parse_prompt(prompt).category in FORMS  # parse_prompt raises on anything the models never saw
 
 
 def test_embedded_models_draw_the_named_background_and_an_object_of_the_named_colour(embedded):

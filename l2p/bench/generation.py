@@ -16,17 +16,10 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 TARGET_RATIO = 1.25
-
-
-def timed(run) -> float:
-    started = time.perf_counter()
-    run()
-    return time.perf_counter() - started
 
 
 def measure(source_folder: Path, pixel_folder: Path, prompt: str, seed: int, repeats: int, batch: int) -> dict:
@@ -35,6 +28,7 @@ def measure(source_folder: Path, pixel_folder: Path, prompt: str, seed: int, rep
 
     from .. import L2PPipeline
     from ..sampling import read_sampling
+    from .measure import timed
 
     pipes = {"source": ZImagePipeline.from_pretrained(source_folder), "pixel": L2PPipeline.from_pretrained(pixel_folder)}
     settings = {name: read_sampling(folder) for name, folder in (("source", source_folder), ("pixel", pixel_folder))}
@@ -56,13 +50,14 @@ def measure(source_folder: Path, pixel_folder: Path, prompt: str, seed: int, rep
         with torch.no_grad():
             vae.decode(latents / vae.config.scaling_factor + vae.config.shift_factor)
 
+    cpu = torch.device("cpu")
     for name in pipes:  # warm-up
         generation(name)
     seconds = {"source": [], "pixel": [], "source_vae_decode": []}
     for _ in range(repeats):
         for name in ("source", "pixel"):
-            seconds[name].append(timed(lambda: generation(name)))
-        seconds["source_vae_decode"].append(timed(decode))
+            seconds[name].append(timed(lambda: generation(name), cpu))
+        seconds["source_vae_decode"].append(timed(decode, cpu))
     return {"settings": {name: value.as_kwargs() for name, value in settings.items()}, "seconds": seconds}
 
 

@@ -22,7 +22,8 @@ CAPTION_TOKENS = 32  # real caption tokens the DiT sees (the prompt plus chat te
 FLOPS_METHOD = "torch.utils.flop_counter, one real step (attention included)"
 
 
-def _timed(fn, device) -> float:
+def timed(fn, device) -> float:
+    """Seconds `fn()` takes on `device`, its queued GPU work included."""
     synchronize(device)
     start = time.perf_counter()
     fn()
@@ -48,7 +49,7 @@ def measure_matmul_peak(device, dtype, seconds: float = 2.0) -> float:
                 torch.mm(a, b)
 
         for _ in range(3):
-            best = max(best, 2 * n**3 * repeats / _timed(products, device))
+            best = max(best, 2 * n**3 * repeats / timed(products, device))
         if time.perf_counter() > deadline:
             break
     return best
@@ -192,7 +193,7 @@ def measure_case(
         record["memory_before_generation_bytes"] = int(memory_in_use(device))
         reset_peak_memory(device)
         record["generation_steps"] = generation_steps
-        record["generation_s"] = _timed(
+        record["generation_s"] = timed(
             lambda: pipe(PROMPT, height=height, width=width, num_inference_steps=generation_steps, guidance_scale=1.0,
                          output_type="pt"),
             device,
@@ -202,7 +203,7 @@ def measure_case(
         # 2. Text encoding (one prompt, no negative).
         encode = lambda: pipe.encode_prompt(PROMPT, device=device, do_classifier_free_guidance=False)  # noqa: E731
         prompt_embeds, _ = encode()
-        record["text_encode_s"] = statistics.median(_timed(encode, device) for _ in range(max(1, timed_steps)))
+        record["text_encode_s"] = statistics.median(timed(encode, device) for _ in range(max(1, timed_steps)))
         prompt_embeds = [embeds.to(transformer.dtype) for embeds in prompt_embeds]
 
         # 3. One denoising step: the first warm-up counts FLOPs, then the timed calls.
@@ -214,7 +215,7 @@ def measure_case(
             record["flops_method"] = FLOPS_METHOD
         for _ in range(max(0, warmup_steps - 1 if flops else warmup_steps)):
             step()
-        times = [_timed(step, device) for _ in range(max(1, timed_steps))]
+        times = [timed(step, device) for _ in range(max(1, timed_steps))]
         record["step_s"] = statistics.median(times)
         record["step_times_s"] = times
         if matmul_peak and flops:
@@ -232,7 +233,7 @@ def measure_case(
                 record["vae_decode_flops"] = count_flops(decode)
             else:
                 decode()
-            record["vae_decode_s"] = statistics.median(_timed(decode, device) for _ in range(max(1, timed_steps)))
+            record["vae_decode_s"] = statistics.median(timed(decode, device) for _ in range(max(1, timed_steps)))
     record["status"] = "ok"
     return record
 

@@ -25,7 +25,7 @@ from .worker import explain_failure, stream
 # A word-level toy tokenizer has a few dozen words; Qwen3's has ~150k. Below this, the toy world's examples.
 TOY_VOCABULARY_MAX = 1000
 
-# One per category of the toy grammar (l2p.toyworld.FORMS), so each is a sentence the embedded models learnt.
+# Sentences of the toy grammar (l2p.toyworld.FORMS), five of its six categories: what the embedded models learnt.
 TOY_EXAMPLES = [
     "a red circle and a blue square",
     "three triangles on a black background",
