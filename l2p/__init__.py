@@ -18,4 +18,7 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+# Saved pipelines name their transformer ["l2p", "L2PTransformer2DModel"]; `DiffusionPipeline.from_pretrained`
+# then picks its load method by looking the diffusers base classes up in this package, so `ModelMixin` must
+# be reachable from here too (it is not part of the API).
+__getattr__, __dir__ = lazy_exports(__name__, {**_EXPORTS, "ModelMixin": ".transformer_l2p"})

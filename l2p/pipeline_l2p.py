@@ -3,30 +3,44 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
+import warnings
 from typing import Callable
 
 import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, ZImagePipeline
 from diffusers.image_processor import VaeImageProcessor
+from diffusers.loaders import ZImageLoraLoaderMixin
+from diffusers.models.attention_dispatch import attention_backend
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.pipelines.z_image.pipeline_z_image import get_default_z_image_sigmas, retrieve_timesteps
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .checkpoint import RELEASE_REPO_ID, SOURCE_REPO_ID
+from .hub import MODEL_CARD_FILE, model_card
+from .lora import adapted_module, split_by_source_blocks
 from .rope import resolve_scaling, rope_scaling as apply_rope_scaling
 from .sizes import check_image_size
 from .transformer_l2p import L2PTransformer2DModel
 
 OUTPUT_TYPES = ("pil", "np", "pt")
+# What `joint_attention_kwargs` may hold: the LoRA weight (as Z-Image) and an attention backend for this call.
+JOINT_ATTENTION_KEYS = ("scale", "attention_backend")
+# The package whose classes saved folders name (`["l2p", "L2PTransformer2DModel"]` in model_index.json).
+PACKAGE = __name__.split(".")[0]
 
 
-class L2PPipeline(DiffusionPipeline):
+class L2PPipeline(DiffusionPipeline, ZImageLoraLoaderMixin):
     """Pixel-space flow matching: noise (B, 3, H, W) -> L2P DiT + Detailer Head -> Euler steps -> image.
 
     Components: `transformer` (`L2PTransformer2DModel`), `text_encoder` and `tokenizer` (Z-Image's Qwen3, or
     any model that `ZImagePipeline` can encode prompts with), `scheduler` (`FlowMatchEulerDiscreteScheduler`,
     shift 3 as the release).
+
+    LoRAs of the latent Z-Image load with `load_lora_weights` (diffusers' format); see there which of their
+    adapters apply. `unload_lora_weights`, `fuse_lora`, `set_adapters` are diffusers' own.
     """
 
     model_cpu_offload_seq = "text_encoder->transformer"
@@ -47,6 +61,14 @@ class L2PPipeline(DiffusionPipeline):
         self.register_modules(scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer)
         # Only its [-1, 1] -> PIL/np/pt conversion is used; there is no VAE to scale for.
         self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_resize=False)
+
+    def register_modules(self, **modules):
+        super().register_modules(**modules)
+        # diffusers records a class from outside its known libraries by its module path
+        # ("l2p.transformer_l2p"); a saved folder should depend on the package, not on its file layout.
+        for name, module in modules.items():
+            if module is not None and type(module).__module__.split(".")[0] == PACKAGE:
+                self.register_to_config(**{name: (PACKAGE, type(module).__name__)})
 
     @staticmethod
     def default_scheduler() -> FlowMatchEulerDiscreteScheduler:
@@ -73,6 +95,69 @@ class L2PPipeline(DiffusionPipeline):
         ).eval()
         tokenizer = AutoTokenizer.from_pretrained(text_encoder_source, subfolder="tokenizer")
         return cls(cls.default_scheduler(), text_encoder, tokenizer, transformer)
+
+    # -- LoRA ---------------------------------------------------------------------------------------------
+    def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name: str | None = None, hotswap=False, **kwargs):
+        """Load a LoRA of the latent Z-Image (diffusers' format, or the formats diffusers converts) onto the
+        pixel model's source blocks (`transformer.source_blocks`), where its weights are the latent model's.
+
+        Adapters for any other module (the retrained shallow blocks, refiners, embedders) are not applied:
+        they are named in a `UserWarning` and returned, sorted. Raises ValueError when none would apply.
+        Loading options (`weight_name`, `subfolder`, `local_files_only`, ...) are diffusers' own.
+        """
+        low_cpu_mem_usage = kwargs.pop("low_cpu_mem_usage", None)
+        if isinstance(pretrained_model_name_or_path_or_dict, dict):
+            pretrained_model_name_or_path_or_dict = dict(pretrained_model_name_or_path_or_dict)
+        state_dict, metadata = self.lora_state_dict(pretrained_model_name_or_path_or_dict, return_lora_metadata=True, **kwargs)
+        if not all("lora" in key for key in state_dict):
+            raise ValueError("not a LoRA checkpoint: expected keys with lora_A / lora_B (diffusers' LoRA format)")
+        blocks = self.transformer.source_blocks
+        kept, skipped = split_by_source_blocks(state_dict, blocks)
+        if not kept:
+            raise ValueError(
+                f"none of this LoRA's {len(skipped)} adapted modules is in the pixel model's source blocks "
+                f"(layers {blocks.start}-{blocks.stop - 1}); nothing of it applies to the pixel model"
+            )
+        if skipped:
+            warnings.warn(
+                f"LoRA adapters on {len(skipped)} modules retrained for pixels were skipped (they were trained "
+                f"for the latent model's weights there): {', '.join(skipped)}",
+                stacklevel=2,
+            )
+        targets = f"{self.transformer_name}.target_modules"
+        if metadata and targets in metadata:
+            # Only the modules kept: PEFT would otherwise wrap every module the config names, skipped ones too.
+            metadata = {**metadata, targets: sorted({adapted_module(key) for key in kept})}
+        options = {} if low_cpu_mem_usage is None else {"low_cpu_mem_usage": low_cpu_mem_usage}
+        self.load_lora_into_transformer(
+            kept, transformer=self.transformer, adapter_name=adapter_name, metadata=metadata, _pipeline=self,
+            hotswap=hotswap, **options,
+        )
+        return skipped
+
+    # -- Hub --------------------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory, base_model: str | None = None, repo_id: str | None = None, **kwargs):
+        """diffusers' folder (model_index.json and one subfolder per component) plus a model card (README.md:
+        what it is, how to load it from `repo_id` (default: the folder), `base_model` when given) unless the
+        folder already has one."""
+        super().save_pretrained(save_directory, **kwargs)
+        card = os.path.join(save_directory, MODEL_CARD_FILE)
+        if not os.path.exists(card):
+            model_card(self, repo_id or str(save_directory), base_model).save(card)
+
+    def push_to_hub(self, repo_id: str, base_model: str | None = None, commit_message: str | None = None,
+                    private: bool | None = None, token: str | None = None, create_pr: bool = False):
+        """Save this pipeline with its model card and upload it to the Hub repository `repo_id` (created if
+        missing); returns the commit URL. Loading it back needs no `trust_remote_code`: `pip install l2p`."""
+        from huggingface_hub import create_repo, upload_folder
+
+        repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, base_model=base_model, repo_id=repo_id)
+            return upload_folder(
+                repo_id=repo_id, folder_path=folder, token=token, create_pr=create_pr,
+                commit_message=commit_message or "Upload L2PPipeline",
+            )
 
     @property
     def patch_size(self) -> int:
@@ -117,6 +202,11 @@ class L2PPipeline(DiffusionPipeline):
         negative_prompt_embeds: list[torch.Tensor] | None = None,
         max_sequence_length: int = 512,
         return_dict: bool = True,
+        sigmas: list[float] | None = None,
+        shift: float | None = None,
+        cfg_normalization: float | bool = False,
+        cfg_truncation: float = 1.0,
+        joint_attention_kwargs: dict | None = None,
     ):
         """Generate images.
 
@@ -131,15 +221,39 @@ class L2PPipeline(DiffusionPipeline):
                 `callback_on_step_end_tensor_inputs` picks from "latents" (the noisy image after the step),
                 "x0" (this step's clean estimate, (B, 3, H, W) in [-1, 1], free to compute) and
                 "prompt_embeds". Setting `pipe._interrupt = True` stops the loop (the current x0 is returned).
-            rope_scaling: None (plain positions, extended past the RoPE table), a strategy name ("pi", "ntk",
-                "yarn", "dype"), a dict of `l2p.RopeScaling` fields or a `RopeScaling`; the trained grid
-                defaults to the transformer's `trained_grid`.
+            rope_scaling: positions past the trained grid (`l2p.rope`). None: plain positions, extended past
+                the RoPE table; a strategy name ("pi", "ntk", "yarn", "dype"); or a dict of `l2p.RopeScaling`
+                fields / a `RopeScaling` to set its parameters too: `trained_grid` (tokens per axis the
+                model was trained at; default the transformer's), YaRN's `beta_fast` and `beta_slow` (the
+                ramp between extrapolated and interpolated frequencies, in rotations over the trained grid;
+                32 and 1), DyPE's `dype_lambda_s` and `dype_lambda_t` (scale and exponent of the
+                time-dependent exponent k = lambda_s * sigma ** lambda_t; 2 and 2). E.g.
+                `rope_scaling={"strategy": "dype", "dype_lambda_s": 1.5}`.
+            num_images_per_prompt: images for each prompt (each from its own noise).
             latents: initial noise (B, 3, H, W) instead of drawing it.
+            prompt_embeds, negative_prompt_embeds: caption features (lists of (L_i, dim)) instead of text.
+            max_sequence_length: prompts are cut to this many tokens (Z-Image's 512).
+            sigmas: the noise levels before the release's shift, from 1 down (default Z-Image's linear
+                schedule `get_default_z_image_sigmas(num_inference_steps)`); their count sets the step count.
+            shift: the scheduler's timestep shift for this call (the release samples with 3; the paper found 4
+                best at 4K); None keeps the scheduler's.
+            cfg_normalization: as Z-Image's: when > 0, each guided prediction's norm is capped at this many
+                times the conditional prediction's (True = 1).
+            cfg_truncation: as Z-Image's: guidance is switched off (conditional prediction only, one forward)
+                at steps whose normalised time (1 - t/1000, 0 = noise, 1 = clean) exceeds it; 1 = never.
+            joint_attention_kwargs: `scale` (the weight of loaded LoRAs, default 1) and `attention_backend`
+                (a name from `diffusers.models.attention_dispatch.AttentionBackendName`, e.g. "native",
+                "_native_math", "flash", used for this call).
         """
         self.check_inputs(prompt, prompt_embeds, negative_prompt, height, width, num_inference_steps, output_type)
         unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
         if unknown:
             raise ValueError(f"callback tensor inputs {sorted(unknown)} are not among {self._callback_tensor_inputs}")
+        attention = dict(joint_attention_kwargs or {})
+        unknown = set(attention) - set(JOINT_ATTENTION_KEYS)
+        if unknown:
+            raise ValueError(f"joint_attention_kwargs keys {sorted(unknown)} are not among {list(JOINT_ATTENTION_KEYS)}")
+        backend = attention.pop("attention_backend", None)
         device = self._execution_device
         self._interrupt = False
         do_cfg = guidance_scale > 1.0
@@ -174,39 +288,54 @@ class L2PPipeline(DiffusionPipeline):
             raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
         latents = latents.to(device=device, dtype=torch.float32)
 
-        timesteps, num_inference_steps = retrieve_timesteps(
-            self.scheduler, num_inference_steps, device, sigmas=get_default_z_image_sigmas(num_inference_steps)
-        )
-        self.scheduler.set_begin_index(0)
-        sigmas = self.scheduler.sigmas.to(device)
+        # A shift for this call only: the pipeline's own scheduler keeps its configuration.
+        scheduler = self.scheduler
+        if shift is not None:
+            if not shift > 0:
+                raise ValueError(f"shift must be a positive number, got {shift!r}")
+            scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler.config, shift=float(shift))
+        if sigmas is None:
+            sigmas = get_default_z_image_sigmas(num_inference_steps)
+        elif not (len(sigmas) > 0 and all(0 < s <= 1 for s in sigmas) and list(sigmas) == sorted(sigmas, reverse=True)):
+            raise ValueError(f"sigmas must be noise levels in (0, 1], from the highest down; got {list(sigmas)!r}")
+        timesteps, num_inference_steps = retrieve_timesteps(scheduler, None, device, sigmas=list(sigmas))
+        scheduler.set_begin_index(0)
+        sigmas = scheduler.sigmas.to(device)
         model_dtype = self.transformer.dtype
 
-        scaling_context = contextlib.nullcontext()
+        contexts = contextlib.ExitStack()
         if rope_scaling is not None:
             scaling = resolve_scaling(rope_scaling, self.transformer.config.trained_grid)
-            scaling_context = apply_rope_scaling(self.transformer, scaling)
+            contexts.enter_context(apply_rope_scaling(self.transformer, scaling))
+        if backend is not None:
+            contexts.enter_context(attention_backend(backend))
 
         x0 = latents
-        with scaling_context, self.progress_bar(total=num_inference_steps) as progress_bar:
+        with contexts, self.progress_bar(total=num_inference_steps) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     break
                 # The DiT's clock runs the other way: 0 = pure noise, 1 = clean.
                 model_t = ((1000 - t) / 1000).expand(batch)
+                guided = do_cfg and not float(model_t[0]) > cfg_truncation
                 model_input = latents.to(model_dtype)
                 captions = prompt_embeds
-                if do_cfg:
+                if guided:
                     model_input = torch.cat([model_input, model_input])
                     model_t = torch.cat([model_t, model_t])
                     captions = prompt_embeds + negative_prompt_embeds
-                prediction = self.transformer(model_input, model_t, captions, return_dict=False)[0].float()
-                if do_cfg:
+                prediction = self.transformer(
+                    model_input, model_t, captions, return_dict=False, joint_attention_kwargs=attention
+                )[0].float()
+                if guided:
                     positive, negative = prediction.chunk(2)
                     prediction = negative + guidance_scale * (positive - negative)
+                    if cfg_normalization and float(cfg_normalization) > 0:
+                        prediction = cap_norm(prediction, positive, float(cfg_normalization))
                 # prediction = x0 - noise, and x_t = (1 - sigma) x0 + sigma noise, so x0 = x_t + sigma * prediction;
                 # clamped to the image range, as it is shown as a preview.
                 x0 = (latents + sigmas[i] * prediction).clamp(-1, 1)
-                latents = self.scheduler.step(-prediction, t, latents, return_dict=False)[0]
+                latents = scheduler.step(-prediction, t, latents, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
                     available = {"latents": latents, "x0": x0, "prompt_embeds": prompt_embeds}
@@ -224,3 +353,12 @@ class L2PPipeline(DiffusionPipeline):
         if not return_dict:
             return (image,)
         return ImagePipelineOutput(images=image)
+
+
+def cap_norm(guided: torch.Tensor, positive: torch.Tensor, factor: float) -> torch.Tensor:
+    """Z-Image's CFG normalisation: scale each image's guided prediction down to at most `factor` times the
+    norm of its conditional prediction."""
+    dims = tuple(range(1, guided.dim()))
+    limit = factor * torch.linalg.vector_norm(positive, dim=dims, keepdim=True)
+    norm = torch.linalg.vector_norm(guided, dim=dims, keepdim=True)
+    return torch.where(norm > limit, guided * (limit / norm), guided)

@@ -21,6 +21,7 @@ from accelerate import init_empty_weights
 from diffusers import ModelMixin, ZImageTransformer2DModel  # noqa: F401 (see below)
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.utils import apply_lora_scale
 
 from .checkpoint import check_state_dict, read_state_dict, resolve_checkpoint_file
 from .detailer_head import DetailerHead
@@ -28,7 +29,8 @@ from .rope import RotaryPositions
 from .sizes import check_image_size, native_side
 
 # `DiffusionPipeline.from_pretrained` finds how to load a component defined outside diffusers by looking
-# up its base classes (`ModelMixin`) in the component's module, so that name must be importable from here.
+# up its base classes (`ModelMixin`) in the component's library (`l2p`, which re-exports it from here; folders
+# saved before the package existed name this module instead).
 __all__ = ["L2PTransformer2DModel", "ModelMixin"]
 
 # Config entries the pixel model shares with its latent source; everything else is pixel-specific.
@@ -57,6 +59,9 @@ class L2PTransformer2DModel(ZImageTransformer2DModel):
         detailer_channels: the Detailer Head's encoder widths, outermost first.
         trained_grid: tokens per axis the model was trained at (64 for the 1K release); the reference point
             for RoPE extrapolation.
+        n_shallow: blocks at each end of `layers` that the transfer retrained (5 of 30 in the release); the
+            ones between are the source's own weights, where the source's LoRAs apply (`source_blocks`).
+            A model trained from scratch has none: n_shallow >= n_layers / 2.
     """
 
     _supports_gradient_checkpointing = True
@@ -80,6 +85,7 @@ class L2PTransformer2DModel(ZImageTransformer2DModel):
         axes_lens: tuple[int, ...] = (1024, 512, 512),
         detailer_channels: tuple[int, ...] = (64, 128, 256, 512),
         trained_grid: int = 64,
+        n_shallow: int = 5,
     ):
         if patch_size % 2 ** len(detailer_channels):
             raise ValueError(
@@ -157,6 +163,11 @@ class L2PTransformer2DModel(ZImageTransformer2DModel):
         return model.eval()
 
     @property
+    def source_blocks(self) -> range:
+        """Indices of the blocks in `layers` that are the latent source's own, frozen in the transfer."""
+        return range(self.config.n_shallow, self.config.n_layers - self.config.n_shallow)
+
+    @property
     def native_side(self) -> int:
         """The side in pixels of the square images the model was trained at (patch x trained grid): sizes up to
         it are native, larger ones zero-shot."""
@@ -177,12 +188,14 @@ class L2PTransformer2DModel(ZImageTransformer2DModel):
             return self._gradient_checkpointing_func(block, *args)
         return block(*args)
 
+    @apply_lora_scale("joint_attention_kwargs")
     def forward(
         self,
         hidden_states: torch.Tensor,
         timestep: torch.Tensor,
         encoder_hidden_states: list[torch.Tensor],
         return_dict: bool = True,
+        joint_attention_kwargs: dict | None = None,
     ):
         """Predict x0 - noise for a batch of noisy images.
 
@@ -190,6 +203,8 @@ class L2PTransformer2DModel(ZImageTransformer2DModel):
             hidden_states: (B, C, H, W) noisy pixels x_t in [-1, 1]; H and W multiples of the patch size.
             timestep: (B,) in [0, 1], 1 = clean.
             encoder_hidden_states: B caption feature tensors (L_i, cap_feat_dim), lengths may differ.
+            joint_attention_kwargs: as Z-Image's: only `scale` is read, the weight of loaded LoRAs (taken out
+                by the decorator, which scales the PEFT layers for this call).
         """
         batch, _, height, width = hidden_states.shape
         patch = self.config.patch_size

@@ -24,7 +24,7 @@ from l2p import L2PPipeline, L2PTransformer2DModel
 from l2p.sampling import RELEASE_SAMPLING, SamplingSettings, l2p_guidance, read_sampling, write_sampling
 
 from .files import atomic_directory, atomic_path
-from .train import load_trained
+from .train import load_trained, retrained_blocks
 
 
 def merged_transformer(checkpoint: Path) -> tuple[L2PTransformer2DModel, ZImagePipeline, set[str]]:
@@ -37,6 +37,7 @@ def merged_transformer(checkpoint: Path) -> tuple[L2PTransformer2DModel, ZImageP
     model = L2PTransformer2DModel.from_source(
         source.transformer, patch_size=model_config["patch_size"],
         detailer_channels=model_config["detailer_channels"], trained_grid=model_config["trained_grid"],
+        n_shallow=retrained_blocks(model_config["init"], model_config["n_shallow"], source.transformer),
     )
     trained = load_trained(model, checkpoint)
     return model.eval(), source, trained

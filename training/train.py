@@ -160,6 +160,11 @@ EMA_FILE = "ema.safetensors"
 PROBE_FILE = "semantic-probe.safetensors"
 
 
+def retrained_blocks(init: str, n_shallow: int, source_transformer) -> int:
+    """The pixel model's `n_shallow` config: blocks at each end not the source's own (all of them from scratch)."""
+    return n_shallow if init == "source" else len(source_transformer.layers)
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, accelerator: Accelerator):
         self.config, self.accelerator = config, accelerator
@@ -174,7 +179,8 @@ class Trainer:
             self.trainable = sum(p.numel() for p in self.model.parameters())
         else:
             self.model = L2PTransformer2DModel.from_source(
-                self.source.transformer, patch_size=m.patch_size, detailer_channels=m.detailer_channels, trained_grid=m.trained_grid
+                self.source.transformer, patch_size=m.patch_size, detailer_channels=m.detailer_channels,
+                trained_grid=m.trained_grid, n_shallow=retrained_blocks(m.init, m.n_shallow, self.source.transformer),
             )
             if m.init == "scratch":
                 # The baseline the transfer is measured against: the same architecture, random weights, and all
