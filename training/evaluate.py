@@ -23,6 +23,7 @@ from diffusers.utils import make_image_grid
 from PIL import Image
 
 from l2p import L2PPipeline
+from l2p.quantization import WEIGHT_ONLY, dit_quantization
 from l2p.sampling import RELEASE_SAMPLING, SamplingSettings, read_sampling, zimage_guidance
 from l2p.sharpness import mean_edge_width
 from l2p.toyworld import partial_credit, sample_prompts, score
@@ -38,13 +39,15 @@ HELD_OUT_SEED = 900_000
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
-def load_pipeline(folder: str | Path):
-    """The pipeline class a folder declares, in float32 (the tiny models run on CPUs)."""
+def load_pipeline(folder: str | Path, quantize: str | None = None):
+    """The pipeline class a folder declares, in float32 (the tiny models run on CPUs); `quantize` ("int8",
+    "fp8"): the DiT's weights only, through torchao (`l2p.quantization`)."""
     index = json.loads((Path(folder) / "model_index.json").read_text())
     cls = {"ZImagePipeline": ZImagePipeline, "L2PPipeline": L2PPipeline}.get(index["_class_name"])
     if cls is None:
         raise ValueError(f"{folder} holds a {index['_class_name']}, not a ZImagePipeline or L2PPipeline")
-    pipe = cls.from_pretrained(folder, dtype=torch.float32)
+    options = {} if quantize is None else {"quantization_config": dit_quantization(quantize)}
+    pipe = cls.from_pretrained(folder, dtype=torch.float32, **options)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -93,10 +96,10 @@ def measure(images: list[Image.Image], prompts: list[str]) -> dict[str, float]:
 
 
 def evaluate_toy(folder, n_prompts: int = 300, seed: int = HELD_OUT_SEED, steps: int | None = None, guidance: float | None = None,
-                 size: int | None = None, out: str | Path | None = None) -> dict:
+                 size: int | None = None, out: str | Path | None = None, quantize: str | None = None) -> dict:
     """Toy GenEval: one image per prompt, prompt i with seed `seed + i`, scored by the toy evaluator; the size,
-    steps and guidance are the folder's `sampling.json` unless given."""
-    pipe = load_pipeline(folder)
+    steps and guidance are the folder's `sampling.json` unless given; `quantize`: see `load_pipeline`."""
+    pipe = load_pipeline(folder, quantize)
     settings = run_settings(folder, pipe, steps, guidance, size)
     pairs = sample_prompts(n_prompts, seed=seed)
     prompts = [prompt for _, prompt in pairs]
@@ -104,7 +107,8 @@ def evaluate_toy(folder, n_prompts: int = 300, seed: int = HELD_OUT_SEED, steps:
     images = generate(pipe, prompts, [seed + i for i in range(len(prompts))], settings)
     result = measure(images, prompts)
     result.update(pipeline=str(folder), prompts=len(prompts), seed=seed, steps=settings.num_inference_steps,
-                  size=[settings.width, settings.height], guidance=settings.guidance_scale, seconds=round(time.time() - started, 1))
+                  size=[settings.width, settings.height], guidance=settings.guidance_scale, seconds=round(time.time() - started, 1),
+                  quantize=quantize)
     if out is not None:
         out = Path(out)
         with atomic_file(out / "scores.json", "w") as stream:
@@ -224,9 +228,12 @@ def main(argv=None):
                         help="in L2P's convention (1 = off); default: the folder's sampling.json (2.0 without one)")
     parser.add_argument("--size", type=int, default=None, help="a square side; default: the folder's sampling.json")
     parser.add_argument("--every", type=int, default=1, help="toy-curve: only checkpoints at multiples of this step")
+    parser.add_argument("--quantize", choices=sorted(WEIGHT_ONLY), default=None,
+                        help="toy: the DiT's weights only, through torchao (pip install torchao)")
     args = parser.parse_args(argv)
     if args.benchmark == "toy":
-        result = evaluate_toy(args.pipeline, args.prompts, args.seed, args.steps, args.guidance, args.size, args.out)
+        result = evaluate_toy(args.pipeline, args.prompts, args.seed, args.steps, args.guidance, args.size, args.out,
+                              args.quantize)
         print(json.dumps(result, indent=1))
     elif args.benchmark == "toy-curve":
         if not args.base:
