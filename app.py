@@ -212,7 +212,7 @@ def run_summary(preset, aspect_ratio, steps, guidance, rope, source_steps, sourc
 with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
     gr.Markdown(HEADER)
     if DEMO.models.notice:
-        gr.Markdown(f"**Serving the embedded tiny models.** {DEMO.models.notice}", elem_classes="l2p-notice")
+        gr.Markdown(results.notice_line(DEMO.models), elem_classes="l2p-notice")
     gr.Markdown(results.facts_line(DEMO), elem_classes="l2p-facts")
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
@@ -305,7 +305,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Serve the L2P demo.")
     parser.add_argument("--host", help="address to listen on (default: GRADIO_SERVER_NAME, else 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: GRADIO_SERVER_PORT, else 7860)")
+    parser.add_argument("--check", action="store_true",
+                        help="load the models and the cost model, print what would be served, and exit (0: configured "
+                             "models served as asked; 3: served with a notice, e.g. fallen back to the embedded models)")
     args = parser.parse_args(argv)
+    if args.check:
+        for name, value in DEMO.describe().items():
+            print(f"{name}: {value}")
+        raise SystemExit(3 if DEMO.models.notice else 0)
     mcp = CONFIG.mcp
     if mcp and importlib.util.find_spec("mcp") is None:
         logging.warning('L2P_MCP is set but the MCP extra is missing (pip install "gradio[mcp]"); serving without MCP')

@@ -19,10 +19,24 @@ RELEASE_REPO_ID = "zhen-nan/L2P"
 SOURCE_REPO_ID = "Tongyi-MAI/Z-Image-Turbo"
 RELEASE_FILENAME = "model-1k-merge.safetensors"
 _MAX_LISTED = 20
+# What torch.save and friends write: pickles, which can run code when loaded, so they are refused by name.
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
+
+
+def refuse_pickle(path: str | os.PathLike) -> None:
+    """Raise a ValueError naming the fix when `path` is a pickle file by its suffix."""
+    if Path(path).suffix.lower() in PICKLE_SUFFIXES:
+        raise ValueError(
+            f"{path} is a pickle file ({Path(path).suffix}); pickle files are never loaded, as loading one can run "
+            f"code: convert it to safetensors (safetensors.torch.save_file(state_dict, 'model.safetensors'))"
+        )
 
 
 def resolve_checkpoint_file(path_or_hub_id: str | os.PathLike, filename: str | None = None) -> Path:
     """A local file, a file inside a local folder, or a file downloaded from a Hub repository."""
+    refuse_pickle(path_or_hub_id)
+    if filename:
+        refuse_pickle(filename)
     location = Path(path_or_hub_id)
     if location.is_file():
         return location
@@ -41,10 +55,10 @@ def resolve_checkpoint_file(path_or_hub_id: str | os.PathLike, filename: str | N
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename=wanted))
     except Exception as error:  # offline, unknown repo, missing file, auth: all mean "not fetched"
+        reason = (str(error).strip().splitlines() or [""])[0]  # the Hub's messages run over several lines
         raise OSError(
-            f"could not fetch {wanted} from the Hub repository {repo_id} ({type(error).__name__}: {error}). "
-            f"If you have the file locally, pass its path instead, e.g. "
-            f"L2PTransformer2DModel.from_single_file('/path/to/{wanted}')."
+            f"could not fetch {wanted} from the Hub repository {repo_id} ({type(error).__name__}: {reason}); "
+            f"if you have the file, pass its local path instead"
         ) from error
 
 

@@ -411,7 +411,10 @@ def test_the_example_configuration_offline_falls_back_to_the_embedded_models(ass
     config = DemoConfig.load({"L2P_CONFIG": str(REPO / "app.yaml.example"), "L2P_ASSETS": str(assets)})
     assert (config.checkpoint, config.source_model, config.source_steps) == ("zhen-nan/L2P", "Tongyi-MAI/Z-Image-Turbo", 9)
     models = load_models(config)
-    assert models.origin == "embedded" and "zhen-nan/L2P" in models.notice and "Tongyi-MAI/Z-Image-Turbo" in models.notice
+    # The checkpoint is tried first, so the notice names it (and not the source it never reached), whole.
+    assert models.origin == "embedded" and models.fell_back
+    assert "L2P_CHECKPOINT=zhen-nan/L2P: could not fetch model-1k-merge.safetensors" in models.notice
+    assert "Tongyi-MAI/Z-Image-Turbo" not in models.notice and "..." not in models.notice
 
 
 def test_without_sampling_json_the_defaults_are_the_releases(demo):

@@ -95,7 +95,7 @@ def test_hub_id_offline_says_what_failed_and_how_to_use_a_local_file(monkeypatch
         L2PTransformer2DModel.from_single_file("zhen-nan/L2P")
     message = str(error.value)
     assert "could not fetch model-1k-merge.safetensors from the Hub repository zhen-nan/L2P" in message
-    assert "pass its path instead" in message
+    assert "pass its local path instead" in message
 
 
 def test_missing_local_path_is_not_mistaken_for_a_hub_id(tmp_path):

@@ -4,7 +4,10 @@ the runs behind the Generate and Compare buttons. `app.py` lays these out in Gra
 Which models are served is configuration, never something typed into the page: environment variables, or a
 small YAML file named by `L2P_CONFIG` (environment variables win). With nothing configured the embedded tiny
 models in `assets/` are served; if configured models cannot be loaded, the embedded ones are served and
-`LoadedModels.notice` says why.
+`LoadedModels.notice` says why, naming the setting of the part that failed (the pixel model's own files are read
+before the source's). `python app.py --check` loads everything, prints what would be served and exits (0, or 3
+with a notice); a mistake in the configuration itself (bad YAML, an unknown setting, a value of the wrong type)
+stops it with one line naming the setting and the fix.
 
 | variable | YAML key | meaning |
 | --- | --- | --- |
@@ -14,7 +17,7 @@ models in `assets/` are served; if configured models cannot be loaded, the embed
 | L2P_SOURCE_MODEL | source_model | the latent source, a `ZImagePipeline.from_pretrained` folder or Hub id |
 | L2P_TEXT_ENCODER | text_encoder | where a release checkpoint's text encoder comes from (default: the source) |
 | L2P_ASSETS | assets | the folder holding the embedded `tiny-source/` and `tiny-l2p/` |
-| L2P_DEVICE, L2P_DTYPE | device, dtype | e.g. cuda / cpu, bfloat16 / float32 (default: cuda+bfloat16 if there is a GPU) |
+| L2P_DEVICE, L2P_DTYPE | device, dtype | e.g. cuda / cpu, bfloat16 / float32 (default: cuda+bfloat16 if there is a GPU; a device this machine lacks falls back to the CPU, with a notice) |
 | L2P_STEPS, L2P_GUIDANCE | steps, guidance | the pixel model's defaults (else its folder's sampling.json, else the release's 30, 2.0) |
 | L2P_SOURCE_STEPS, L2P_SOURCE_GUIDANCE | source_steps, source_guidance | the source's defaults in Compare (else its folder's sampling.json, or the pixel model's where the two sampling.json agree; else Z-Image-Turbo's 9, 1.0) |
 | L2P_BENCHMARKS | benchmarks | a `docs/benchmarks/*.json` to estimate costs from (else measured at start-up) |

@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import first_line
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -62,6 +64,11 @@ class DemoConfig:
                     loaded = yaml.safe_load(handle) or {}
             except OSError as error:
                 raise SystemExit(f"L2P_CONFIG={path}: cannot read it ({error})") from None
+            except yaml.YAMLError as error:
+                mark = getattr(error, "problem_mark", None)
+                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+                problem = getattr(error, "problem", None) or first_line(error)
+                raise SystemExit(f"L2P_CONFIG={path}: not valid YAML ({problem}{where}); fix the file, or unset L2P_CONFIG") from None
             if not isinstance(loaded, dict):
                 raise SystemExit(f"L2P_CONFIG={path}: expected a mapping of settings, got {type(loaded).__name__}")
             values.update(loaded)
@@ -72,7 +79,7 @@ class DemoConfig:
                 values[name] = environ[variable]
         unknown = sorted(set(values) - set(names))
         if unknown:
-            raise SystemExit(f"unknown setting(s) {unknown} in {path}; known: {names}")
+            raise SystemExit(f"L2P_CONFIG={path}: unknown setting(s) {unknown}; remove or rename them (known: {', '.join(names)})")
         return cls._coerce(values, source=path or "the environment")
 
     @classmethod

@@ -42,16 +42,26 @@ class LoadedModels:
     source_name: str
     pixel_name: str
     shares_text_encoder: bool
-    notice: str | None = None  # why configured models were not loaded
+    notice: str | None = None  # why configured models were not loaded, or the configured device not used
+    fell_back: bool = False  # configured models were asked for, and the embedded ones are served instead
     seconds: float = 0.0
     # How each folder is meant to run (its sampling.json), when it has one: the embedded models do.
     source_sampling: SamplingSettings | None = None
     pixel_sampling: SamplingSettings | None = None
 
 
-def pick_device(config: DemoConfig) -> tuple[torch.device, torch.dtype]:
+def pick_device(config: DemoConfig) -> tuple[torch.device, torch.dtype, str | None]:
+    """(device, dtype, a notice when the configured device is missing here and the CPU is used instead)."""
+    notice = None
     if config.device:
-        device = torch.device(config.device)
+        try:
+            device = torch.device(config.device)
+        except RuntimeError:
+            raise SystemExit(f"L2P_DEVICE={config.device!r} is not a device: use cpu, cuda, cuda:1 or mps") from None
+        if not device_available(device):
+            notice = f"L2P_DEVICE={config.device} is not available on this machine; running on the CPU instead."
+            log.warning("%s", notice)
+            device = torch.device("cpu")
     else:
         device = torch.device("cuda" if torch.cuda.is_available() or on_zero_gpu() else "cpu")
     if config.dtype:
@@ -60,7 +70,28 @@ def pick_device(config: DemoConfig) -> tuple[torch.device, torch.dtype]:
             raise SystemExit(f"L2P_DTYPE={config.dtype!r} is not a torch dtype (try bfloat16, float16, float32)")
     else:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    return device, dtype
+    return device, dtype, notice
+
+
+def device_available(device: torch.device) -> bool:
+    if device.type == "cpu":
+        return True
+    if device.type == "cuda":
+        return on_zero_gpu() or (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count())
+    backend = getattr(torch.backends, device.type, None)
+    return bool(backend and backend.is_available())
+
+
+class LoadFailure(Exception):
+    """One configured part (named by its setting) could not be loaded; the message says which and why."""
+
+
+def attempt(part: str, load):
+    """`load()`, with any failure re-raised as a LoadFailure naming `part` (e.g. "L2P_CHECKPOINT=...")."""
+    try:
+        return load()
+    except Exception as error:  # offline, missing files, wrong layout, pickles: each said in one sentence
+        raise LoadFailure(f"{part}: {first_line(error, limit=600)}") from error
 
 
 def _comparable(config) -> dict:
@@ -102,30 +133,48 @@ def can_share_text_encoder(source_location: str, pixel_location: str, source) ->
 
 
 def _load_pair(source_location: str, pixel_location: str | None, config: DemoConfig, device, dtype, origin: str,
-               start: float, names: tuple[str, str] | None = None, notice: str | None = None) -> LoadedModels:
+               start: float, names: tuple[str, str] | None = None, notice: str | None = None,
+               settings: dict[str, str] | None = None) -> LoadedModels:
     """Load a source and a pixel pipeline (a folder or Hub id, or with `pixel_location` None the release
-    checkpoint `config.checkpoint`), sharing the text encoder where they can. `start`: when loading began."""
+    checkpoint `config.checkpoint`), sharing the text encoder where they can. `start`: when loading began.
+
+    The pixel side's own files are read first, so a failure there is reported as such, not as a failure of
+    a source it never reached; `settings` names each part for the messages (part -> "L2P_...=value")."""
     from diffusers import ZImagePipeline
 
     from ..pipeline_l2p import L2PPipeline
     from ..transformer_l2p import L2PTransformer2DModel
 
-    source = ZImagePipeline.from_pretrained(source_location, dtype=dtype)
+    label = {"checkpoint": f"checkpoint {config.checkpoint}", "pixel": f"pixel model {pixel_location}",
+             "source": f"source {source_location}", "text_encoder": f"text encoder {config.text_encoder}", **(settings or {})}
+    if pixel_location is None:
+        # A checkpoint folder may carry its model's config.json (one of another size than the release's).
+        own_config = config.checkpoint if (Path(config.checkpoint) / "config.json").is_file() else None
+        transformer = attempt(label["checkpoint"], lambda: L2PTransformer2DModel.from_single_file(
+            config.checkpoint, config.checkpoint_file, torch_dtype=dtype, config=own_config))
+    else:
+        transformer = attempt(label["pixel"], lambda: L2PTransformer2DModel.from_pretrained(
+            pixel_location, subfolder="transformer", torch_dtype=dtype))
+    source = attempt(label["source"], lambda: ZImagePipeline.from_pretrained(source_location, dtype=dtype))
     if pixel_location is not None:
         shared = can_share_text_encoder(source_location, pixel_location, source)
         extra = dict(text_encoder=source.text_encoder, tokenizer=source.tokenizer) if shared else {}
-        pixel = L2PPipeline.from_pretrained(pixel_location, dtype=dtype, **extra)
+        pixel = attempt(label["pixel"], lambda: L2PPipeline.from_pretrained(pixel_location, dtype=dtype, transformer=transformer, **extra))
         pixel_name = pixel_location
     else:
-        checkpoint = config.checkpoint
         encoder_location = config.text_encoder or source_location
         shared = encoder_location == source_location
         if shared:
-            transformer = L2PTransformer2DModel.from_single_file(checkpoint, config.checkpoint_file, torch_dtype=dtype)
-            pixel = L2PPipeline(L2PPipeline.default_scheduler(), source.text_encoder, source.tokenizer, transformer)
+            text_encoder, tokenizer = source.text_encoder, source.tokenizer
         else:
-            pixel = L2PPipeline.from_release(checkpoint, config.checkpoint_file, encoder_location, torch_dtype=dtype)
-        pixel_name = f"{checkpoint}" + (f" ({config.checkpoint_file})" if config.checkpoint_file else "")
+            from transformers import AutoModel, AutoTokenizer
+
+            text_encoder = attempt(label["text_encoder"], lambda: AutoModel.from_pretrained(
+                encoder_location, subfolder="text_encoder", dtype=dtype))
+            tokenizer = attempt(label["text_encoder"], lambda: AutoTokenizer.from_pretrained(encoder_location, subfolder="tokenizer"))
+        check_caption_width(transformer, text_encoder, label["source" if shared else "text_encoder"])
+        pixel = L2PPipeline(L2PPipeline.default_scheduler(), text_encoder.eval(), tokenizer, transformer)
+        pixel_name = f"{config.checkpoint}" + (f" ({config.checkpoint_file})" if config.checkpoint_file else "")
     for pipe in (source, pixel):
         pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
@@ -135,13 +184,23 @@ def _load_pair(source_location: str, pixel_location: str | None, config: DemoCon
                         pixel_sampling=_sampling(pixel_location))
 
 
+def check_caption_width(transformer, text_encoder, part: str) -> None:
+    """A text encoder whose features the checkpoint cannot read fails here, by name, not in the first run."""
+    width, expected = text_encoder.config.hidden_size, transformer.config.cap_feat_dim
+    if width != expected:
+        raise LoadFailure(
+            f"{part}: its text encoder gives {width}-wide features but the checkpoint reads {expected} "
+            f"(cap_feat_dim); use the text encoder the model was trained with (L2P_TEXT_ENCODER)"
+        )
+
+
 def _sampling(location: str | None) -> SamplingSettings | None:
     return read_sampling(location) if location and Path(location).is_dir() else None
 
 
 def load_models(config: DemoConfig) -> LoadedModels:
     """Load the configured pair, or the embedded pair (also when the configured one fails)."""
-    device, dtype = pick_device(config)
+    device, dtype, device_notice = pick_device(config)
     start = time.perf_counter()
     notice = None
     if config.configured:
@@ -149,14 +208,16 @@ def load_models(config: DemoConfig) -> LoadedModels:
         pixel_location = config.pixel_model
         if pixel_location is None and config.checkpoint is None:
             config = dataclasses.replace(config, checkpoint=RELEASE_REPO_ID)
+        settings = configured_settings(config, source_location)
         try:
-            return _load_pair(source_location, pixel_location, config, device, dtype, "configured", start)
-        except Exception as error:  # offline, missing files, wrong layout: fall back, and say why
-            what = pixel_location or config.checkpoint
-            notice = (f"The configured models (pixel: {what}, source: {source_location}) could not be loaded: "
-                      f"{type(error).__name__}: {first_line(error)}")
-            log.warning("%s; falling back to the embedded tiny models", notice)
+            return _load_pair(source_location, pixel_location, config, device, dtype, "configured", start,
+                              notice=device_notice, settings=settings)
+        except LoadFailure as failure:  # offline, missing files, wrong layout: fall back, and say why
+            notice = f"The configured models could not be loaded ({failure})."
+            log.warning("%s Falling back to the embedded tiny models.", notice)
             gc.collect()
+    fell_back = notice is not None
+    notice = " ".join(n for n in (device_notice, notice) if n) or None
     assets = Path(config.assets)
     source_path, pixel_path = assets / EMBEDDED_SOURCE, assets / EMBEDDED_PIXEL
     missing = [str(p) for p in (source_path, pixel_path) if not (p / "model_index.json").is_file()]
@@ -168,8 +229,21 @@ def load_models(config: DemoConfig) -> LoadedModels:
             f"or point the app at other models with L2P_PIXEL_MODEL / L2P_CHECKPOINT and L2P_SOURCE_MODEL "
             f"(see the README)."
         )
-    return _load_pair(str(source_path), str(pixel_path), config, device, dtype, "embedded", start,
-                      names=(short_path(source_path), short_path(pixel_path)), notice=notice)
+    models = _load_pair(str(source_path), str(pixel_path), config, device, dtype, "embedded", start,
+                        names=(short_path(source_path), short_path(pixel_path)), notice=notice)
+    return dataclasses.replace(models, fell_back=fell_back)
+
+
+def configured_settings(config: DemoConfig, source_location: str) -> dict[str, str]:
+    """Each configured part as the setting that names it, for the messages."""
+    source = f"L2P_SOURCE_MODEL={config.source_model}" if config.source_model else f"the default source {source_location} (L2P_SOURCE_MODEL)"
+    file = f" (L2P_CHECKPOINT_FILE={config.checkpoint_file})" if config.checkpoint_file else ""
+    return {
+        "pixel": f"L2P_PIXEL_MODEL={config.pixel_model}",
+        "checkpoint": f"L2P_CHECKPOINT={config.checkpoint}{file}",
+        "source": source,
+        "text_encoder": f"L2P_TEXT_ENCODER={config.text_encoder}",
+    }
 
 
 def short_path(path: Path) -> str:

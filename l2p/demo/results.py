@@ -238,3 +238,9 @@ def facts_line(demo) -> str:
         f"Pixel model: {facts['pixel']} · Latent source: {facts['source']} · Models: {facts['origin']} · "
         f"Text encoder: {facts['text_encoder']} · Device: {facts['device']} · Estimates: {facts['estimates']}"
     )
+
+
+def notice_line(models) -> str:
+    """The page's notice about what was asked for and is not served (`LoadedModels.notice`)."""
+    prefix = "**Serving the embedded tiny models.** " if models.fell_back else ""
+    return prefix + (models.notice or "")
