@@ -57,6 +57,24 @@ def test_generate_echoes_the_seed_and_honours_size_and_seed(client):
     assert png(first[0]).tobytes() == png(again[0]).tobytes()
 
 
+def test_downloaded_pngs_carry_their_settings(client):
+    """A PNG round trip: what the API hands out says, in its text chunks, how to make it again."""
+    path, seed, _ = client.predict(prompt="a red circle", negative_prompt="a blue square", steps=STEPS, guidance=2.5,
+                                   seed=42, randomize_seed=False, api_name="/generate")
+    text = png(path).text
+    assert (text["prompt"], text["negative_prompt"], text["seed"], text["steps"], text["guidance"], text["size"]) == (
+        "a red circle", "a blue square", "42", str(STEPS), "2.5", "256x256")
+    assert text["model"].endswith("tiny-l2p") and text["rope"] == "none"
+    assert text["parameters"].splitlines() == [
+        "a red circle", "Negative prompt: a blue square",
+        f"Steps: {STEPS}, Sampler: Euler (flow matching), CFG scale: 2.5, Seed: 42, Size: 256x256, "
+        f"Model: {text['model']}, RoPE: none",
+    ]
+    _, source, pixel, *_ = client.predict(prompt="a red circle", seed=3, randomize_seed=False, api_name="/compare")
+    assert png(source).text["model"].endswith("tiny-source") and png(pixel).text["model"].endswith("tiny-l2p")
+    assert png(source).text["seed"] == png(pixel).text["seed"] == "3"
+
+
 def test_compare_returns_both_images_the_seed_and_the_cost_table(client):
     pair, source, pixel, costs, source_crop, pixel_crop, spectrum, seed, summary = client.predict(
         prompt="a red circle and a blue square", seed=5, randomize_seed=False, api_name="/compare")

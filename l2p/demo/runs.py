@@ -19,6 +19,7 @@ from ..rope import rope_scaling
 from ..sampling import zimage_guidance
 from .analysis import matching_crops, radial_power_spectrum
 from .errors import Cancelled
+from .metadata import tag
 from .results import CompareResult, GenerateResult, Preview, SourceDone
 
 PREVIEW_SIDE = 512  # live previews are downscaled to this long side
@@ -98,6 +99,9 @@ def generate_run(models, plan, request, emit: Callable, cancel: threading.Event,
     ).images[0]
     if cancel.is_set():
         raise Cancelled()
+    tag(image, prompt=request.prompt, negative_prompt=request.negative_prompt, steps=request.steps,
+        guidance=request.guidance, seed=request.seed, width=width, height=height, model=models.pixel_name,
+        rope=plan.rope["pixel"])
     return GenerateResult(image, request.seed, width, height, plan.native["pixel"], plan.rope["pixel"],
                           time.perf_counter() - start, plan.estimate)
 
@@ -157,6 +161,12 @@ def compare_run(models, plan, request, emit: Callable, cancel: threading.Event, 
     if cancel.is_set():
         raise Cancelled()
 
+    tag(source_image, prompt=request.prompt, negative_prompt=request.negative_prompt, steps=request.source_steps,
+        guidance=zimage_guidance(request.source_guidance), seed=request.seed, width=width, height=height, model=models.source_name,
+        rope=plan.rope["source"])
+    tag(pixel_image, prompt=request.prompt, negative_prompt=request.negative_prompt, steps=request.steps,
+        guidance=request.guidance, seed=request.seed, width=width, height=height, model=models.pixel_name,
+        rope=plan.rope["pixel"])
     images = {"source": source_image, "pixel": pixel_image}
     box, factor, crops = matching_crops([source_image, pixel_image], size=min(CROP_SIDE, width // 2, height // 2))
     return CompareResult(
