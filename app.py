@@ -130,7 +130,8 @@ def _generate(request: Request):
             if isinstance(event, Preview):
                 yield event.image, gr.skip(), results.progress_line(event)
             else:
-                yield event.image, event.seed, results.generate_details(event)
+                note = DEMO.vocabulary_note(request.prompt)
+                yield event.image, event.seed, results.generate_details(event) + (f"\n\n{note}" if note else "")
     except DemoError as error:
         raise gr.Error(str(error)) from None
 
@@ -217,6 +218,7 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
             prompt = gr.Textbox(label="Prompt", lines=2, placeholder=DEMO.examples[0], elem_id="prompt")
+            vocabulary = gr.Markdown("", elem_id="vocabulary")
             with gr.Row():
                 preset = gr.Dropdown(DEMO.preset_choices(), value=NATIVE, label="Resolution (long side)",
                                      allow_custom_value=True, elem_id="preset")
@@ -294,6 +296,7 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
     cost_inputs = [aspect_ratio, steps, guidance, source_steps, source_guidance]
     gr.on([c.change for c in cost_inputs], preset_table, cost_inputs, presets_table, queue=False,
           api_visibility="private", show_progress="hidden")
+    prompt.change(DEMO.vocabulary_note, prompt, vocabulary, queue=False, api_visibility="private", show_progress="hidden")
     summary_inputs = [preset, aspect_ratio, steps, guidance, rope, source_steps, source_guidance]
     gr.on([c.change for c in summary_inputs], run_summary, summary_inputs, summary, queue=False,
           api_visibility="private", show_progress="hidden")

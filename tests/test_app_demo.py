@@ -444,3 +444,10 @@ def test_a_request_is_resolved_once_for_its_check_and_its_run(demo, monkeypatch)
     _, again = run(demo.generate(dataclasses.replace(request, randomize_seed=True)))
     assert len(resolved) == 2  # a seed is still drawn per run
     assert 0 <= drawn.seed <= MAX_SEED and 0 <= again.seed <= MAX_SEED
+
+
+def test_the_embedded_model_names_the_words_it_does_not_know(demo):
+    note = demo.vocabulary_note("A photo of a cat, red circles")
+    assert "*photo*, *cat*:" in note and "red" in note.split("words only")[1] and "*red*" not in note
+    assert demo.vocabulary_note("two red circles left of a blue square") == ""
+    assert demo.vocabulary_note("   ") == ""

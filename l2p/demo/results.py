@@ -240,6 +240,13 @@ def facts_line(demo) -> str:
     )
 
 
+def vocabulary_line(unknown: list[str], known: list[str]) -> str:
+    """What the embedded model cannot draw in a prompt: its words outside the toy world's vocabulary."""
+    return (f"The embedded model does not know {', '.join(f'*{w}*' for w in unknown)}: it was trained on the toy "
+            f"world's {len(known)} words only ({', '.join(known)}), so it cannot draw "
+            f"{'it' if len(unknown) == 1 else 'them'}.")
+
+
 def notice_line(models) -> str:
     """The page's notice about what was asked for and is not served (`LoadedModels.notice`)."""
     prefix = "**Serving the embedded tiny models.** " if models.fell_back else ""

@@ -12,6 +12,7 @@ import torch
 
 from ..device import device_label
 from ..sampling import RELEASE_SAMPLING, TURBO_SAMPLING, l2p_guidance
+from ..tokenizer import ROLE_WORDS
 from . import results
 from .config import DemoConfig
 from .errors import DemoError
@@ -110,6 +111,23 @@ class Demo:
         if self.config.examples:
             return list(self.config.examples)
         return list(TOY_EXAMPLES if self.toy else FULL_EXAMPLES)
+
+    def known_words(self) -> list[str]:
+        """A toy-scale model's vocabulary (its tokenizer's words, without special tokens and punctuation)."""
+        special = set(self.tokenizer.all_special_tokens) | set(ROLE_WORDS)
+        return sorted(w for w in self.tokenizer.get_vocab() if w not in special and w.isalpha())
+
+    def vocabulary_note(self, prompt: str) -> str:
+        """For a toy-scale model, the prompt's words it does not know (it cannot draw them) and the words it does;
+        "" for a full-scale model or a prompt of known words only."""
+        if not self.toy or not prompt.strip():
+            return ""
+        known = self.known_words()
+        words = [w for w, _ in self.tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(prompt.lower()) if w.isalpha()]
+        unknown = list(dict.fromkeys(w for w in words if w not in known))
+        if not unknown:
+            return ""
+        return results.vocabulary_line(unknown, known)
 
     def preset_choices(self) -> list[tuple[str, str]]:
         return [(preset_label(preset, self.geometry), preset) for preset in PRESETS]
