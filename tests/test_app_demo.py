@@ -37,14 +37,15 @@ STEPS = 2
 GIB = 2**30
 
 
-def synthetic_costs(memory_limit=2 * GIB):
-    """A deterministic cost model: 1 ms + 1 µs per token a step; 100 MB + 100 bytes per pixel at the peak."""
+def synthetic_costs(memory_limit=2 * GIB, per_token_s=1e-6):
+    """A deterministic cost model: 1 ms + 1 µs (`per_token_s`) per token a step; 100 MB + 100 bytes per pixel at
+    the peak."""
     records = []
     for pipeline in ("pixel", "source"):
         for side in (128, 256, 512):
             tokens = (side // 16) ** 2
             records.append(dict(
-                pipeline=pipeline, width=side, height=side, step_s=1e-3 + 1e-6 * tokens, text_encode_s=0.01,
+                pipeline=pipeline, width=side, height=side, step_s=1e-3 + per_token_s * tokens, text_encode_s=0.01,
                 peak_memory_bytes=int(1e8 + 100 * side * side), vae_decode_s=1e-3 if pipeline == "source" else None,
                 pixels_per_token=16,
             ))
@@ -451,3 +452,25 @@ def test_the_embedded_model_names_the_words_it_does_not_know(demo):
     assert "*photo*, *cat*:" in note and "red" in note.split("words only")[1] and "*red*" not in note
     assert demo.vocabulary_note("two red circles left of a blue square") == ""
     assert demo.vocabulary_note("   ") == ""
+
+
+def test_default_run_time_limit_fits_the_platform(monkeypatch):
+    from l2p.demo.config import run_time_limit
+
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    assert run_time_limit(None, "cpu") == 120 and run_time_limit(None, "cuda") == 600
+    assert run_time_limit(30.0, "cuda") == 30 and run_time_limit(0.0, "cpu") is None
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert run_time_limit(None, "cuda") == 120
+
+
+def test_the_default_limit_refuses_a_long_run_before_it_queues(assets):
+    """With no limit configured, a run estimated past two minutes on this CPU is refused with the estimate and the
+    limit, and a short one is not."""
+    config = DemoConfig(assets=str(assets), steps=STEPS)
+    demo = Demo(load_models(config), config, synthetic_costs(memory_limit=2**50, per_token_s=1e-5), "synthetic")
+    long = demo.plan(Request("a red circle", preset="8K", steps=50))
+    assert long.estimate.seconds > 120
+    assert "over this app's limit of 2 min a run (L2P_MAX_SECONDS)" in long.problems["preset"]
+    assert "would take about" in long.problems["preset"]
+    assert not demo.plan(Request("a red circle", steps=STEPS)).problems

@@ -21,7 +21,7 @@ stops it with one line naming the setting and the fix.
 | L2P_STEPS, L2P_GUIDANCE | steps, guidance | the pixel model's defaults (else its folder's sampling.json, else the release's 30, 2.0) |
 | L2P_SOURCE_STEPS, L2P_SOURCE_GUIDANCE | source_steps, source_guidance | the source's defaults in Compare (else its folder's sampling.json, or the pixel model's where the two sampling.json agree; else Z-Image-Turbo's 9, 1.0) |
 | L2P_BENCHMARKS | benchmarks | a `docs/benchmarks/*.json` to estimate costs from (else measured at start-up) |
-| L2P_MAX_SECONDS | max_seconds | refuse runs estimated to take longer (default: no limit) |
+| L2P_MAX_SECONDS | max_seconds | refuse runs estimated to take longer, before they queue (default: 120 on a CPU or ZeroGPU, 600 on a dedicated GPU; 0: no limit) |
 | L2P_CONCURRENCY, L2P_MAX_QUEUE | concurrency, max_queue | runs at once per device (1), waiting runs (20) |
 | L2P_MCP | mcp | 1 to also serve the endpoints as MCP tools |
 

@@ -22,6 +22,21 @@ def on_zero_gpu() -> bool:
     return flag(os.environ.get("SPACES_ZERO_GPU", ""))
 
 
+# The run-time limit where none is configured: a shared CPU or a ZeroGPU slice serves many visitors one run at a
+# time, so one long run must not hold everyone behind it; a dedicated GPU gets more room for 4K and 8K.
+SHARED_PLATFORM_MAX_SECONDS = 120.0
+DEDICATED_GPU_MAX_SECONDS = 600.0
+
+
+def run_time_limit(configured: float | None, device_type: str) -> float | None:
+    """Seconds a run may be estimated to take (None: no limit). `configured`: L2P_MAX_SECONDS; 0 turns it off."""
+    if configured is not None:
+        return configured if configured > 0 else None
+    if device_type == "cpu" or on_zero_gpu():
+        return SHARED_PLATFORM_MAX_SECONDS
+    return DEDICATED_GPU_MAX_SECONDS
+
+
 @dataclass
 class DemoConfig:
     """Everything the demo can be told (see `l2p.demo`); `DemoConfig.load()` reads it."""

@@ -257,5 +257,6 @@ class Planner:
             total = sum(e.seconds for e in estimates.values() if e is not None)
             if total > self.max_seconds:
                 return (f"{width}×{height} would take about {format_seconds(total)} here, over this app's limit "
-                        f"of {format_seconds(self.max_seconds)}. Choose a smaller preset or fewer steps.")
+                        f"of {format_seconds(self.max_seconds)} a run (L2P_MAX_SECONDS). Choose a smaller preset or "
+                        f"fewer steps.")
         return None

@@ -14,7 +14,7 @@ from ..device import device_label
 from ..sampling import RELEASE_SAMPLING, TURBO_SAMPLING, l2p_guidance
 from ..tokenizer import ROLE_WORDS
 from . import results
-from .config import DemoConfig
+from .config import DemoConfig, run_time_limit
 from .errors import DemoError
 from .loading import LoadedModels, load_cost_model, load_models
 from .plan import Plan, Planner, Request
@@ -58,7 +58,7 @@ class Demo:
         self.geometry = Geometry.of(models.source, models.pixel)
         self.tokenizer = models.source.tokenizer
         self.toy = len(self.tokenizer) < TOY_VOCABULARY_MAX
-        self.planner = Planner(self.geometry, self.tokenizer, costs, config.max_seconds)
+        self.planner = Planner(self.geometry, self.tokenizer, costs, run_time_limit(config.max_seconds, models.device.type))
         self.lock = threading.Lock()  # the pipelines (and their schedulers) run one request at a time
         self.preview_interval = PREVIEW_INTERVAL_S
 
