@@ -10,6 +10,7 @@ the YAML file named by L2P_CONFIG); with none, the embedded tiny models in asset
 import spaces  # noqa: I001 - first, before anything touches CUDA (ZeroGPU); a no-op elsewhere
 
 import argparse
+import dataclasses
 import importlib.util
 import logging
 
@@ -125,13 +126,14 @@ def generate(
 
 
 def _generate(request: Request):
+    """Generate's outputs: image, seed, details, and the run's progress (a State Stop reads; None when done)."""
     try:
         for event in DEMO.generate(request):
             if isinstance(event, Preview):
-                yield event.image, gr.skip(), results.progress_line(event)
+                yield event.image, gr.skip(), results.progress_line(event), dataclasses.replace(event, image=None)
             else:
                 note = DEMO.vocabulary_note(request.prompt)
-                yield event.image, event.seed, results.generate_details(event) + (f"\n\n{note}" if note else "")
+                yield event.image, event.seed, results.generate_details(event) + (f"\n\n{note}" if note else ""), None
     except DemoError as error:
         raise gr.Error(str(error)) from None
 
@@ -168,11 +170,11 @@ def compare(
     try:
         for event in DEMO.compare(request):
             if isinstance(event, Preview):
-                yield skip, skip, skip, skip, skip, skip, skip, skip, results.progress_line(event)
+                yield skip, skip, skip, skip, skip, skip, skip, skip, results.progress_line(event), dataclasses.replace(event, image=None)
             elif isinstance(event, SourceDone):
-                yield skip, event.image, skip, skip, skip, skip, skip, event.seed, results.progress_line(event)
+                yield skip, event.image, skip, skip, skip, skip, skip, event.seed, results.progress_line(event), skip
             else:
-                yield _compare_outputs(event)
+                yield *_compare_outputs(event), None
     except DemoError as error:
         raise gr.Error(str(error)) from None
 
@@ -197,6 +199,15 @@ def _compare_outputs(result):
 def example(prompt: str):
     """An example at the model's native size with a fixed seed, so its cached result is reproducible."""
     yield from _generate(DEMO.example_request(prompt))
+
+
+def stopped(progress):
+    """After Stop: where the run stopped, in both tabs' messages, and no stale preview, image or seed (nothing
+    changes when no run was going)."""
+    if progress is None:
+        return (gr.skip(),) * 9
+    line = results.stopped_line(progress)
+    return None, None, line, None, None, None, None, line, None
 
 
 def preset_table(aspect_ratio, steps, guidance, source_steps, source_guidance):
@@ -231,7 +242,7 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
                 stop_button = gr.Button("Stop", variant="stop", elem_id="stop", scale=1, min_width=80)
             with gr.Accordion("Settings", open=False):
                 negative_prompt = gr.Textbox("", label="Negative prompt", lines=1)
-                steps = CheckedSlider(*STEPS_RANGE, value=DEFAULTS.steps, step=1, label="Steps")
+                steps = CheckedSlider(*STEPS_RANGE, value=DEFAULTS.steps, step=1, label="Steps", elem_id="steps")
                 guidance = CheckedSlider(*GUIDANCE_RANGE, value=DEFAULTS.guidance, step=0.1,
                                          label="Guidance (neg + s·(pos − neg); off at 1 or below)")
                 with gr.Row():
@@ -250,7 +261,7 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
                                      buttons=["download", "fullscreen"], elem_id="image")
                     with gr.Row():
                         seed_used = gr.Number(label="Seed used", precision=0, interactive=False)
-                    details = gr.Markdown(label="Details")
+                    details = gr.Markdown(label="Details", elem_id="details")
                 with gr.Tab("Latent vs pixel", id="compare"):
                     slider = gr.ImageSlider(label="Latent source ↔ pixel model", format="png",
                                             type="pil", buttons=["download", "fullscreen"], elem_id="slider")
@@ -275,23 +286,27 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
         preset_table("1:1", DEFAULTS.steps, DEFAULTS.guidance, DEFAULTS.source_steps, DEFAULTS.source_guidance),
         headers=PRESET_HEADERS, interactive=False, label="Every preset on this hardware, at this aspect ratio (estimates)",
     )
-    gr.Examples([[p] for p in DEMO.examples], inputs=[prompt], outputs=[image, seed_used, details], fn=example,
+    progress = gr.State(None)  # the running run's last Preview (l2p.demo.Preview, without its image), for Stop's message
+    gr.Examples([[p] for p in DEMO.examples], inputs=[prompt], outputs=[image, seed_used, details, progress], fn=example,
                 cache_examples=True, cache_mode="lazy", label="Examples (at the native size, seed 0)")
 
     generate_inputs = [prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed, randomize_seed, rope]
     compare_inputs = [*generate_inputs, source_steps, source_guidance]
     generate_event = gr.on(
-        [generate_button.click, prompt.submit], generate, generate_inputs, [image, seed_used, details],
+        [generate_button.click, prompt.submit], generate, generate_inputs, [image, seed_used, details, progress],
         api_name="generate", validator=check_generate, concurrency_id="device", concurrency_limit=CONFIG.concurrency,
     )
     generate_button.click(lambda: gr.Tabs(selected="generate"), None, tabs, queue=False, api_visibility="private")
     compare_event = compare_button.click(
         compare, compare_inputs,
-        [slider, source_image, pixel_image, costs, source_crop, pixel_crop, spectrum, compare_seed, compare_summary],
+        [slider, source_image, pixel_image, costs, source_crop, pixel_crop, spectrum, compare_seed, compare_summary,
+         progress],
         api_name="compare", validator=check_compare, concurrency_id="device", concurrency_limit=CONFIG.concurrency,
     )
     compare_button.click(lambda: gr.Tabs(selected="compare"), None, tabs, queue=False, api_visibility="private")
-    stop_button.click(None, None, None, cancels=[generate_event, compare_event], queue=False, api_visibility="private")
+    stop_outputs = [image, seed_used, details, slider, source_image, pixel_image, compare_seed, compare_summary, progress]
+    stop_button.click(stopped, progress, stop_outputs, cancels=[generate_event, compare_event], queue=False,
+                      api_visibility="private")
 
     cost_inputs = [aspect_ratio, steps, guidance, source_steps, source_guidance]
     gr.on([c.change for c in cost_inputs], preset_table, cost_inputs, presets_table, queue=False,

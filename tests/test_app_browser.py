@@ -49,7 +49,8 @@ def test_type_a_prompt_generate_then_compare(app_url, screenshots):
 
     app_url, side = app_url
     with browser_page() as page:
-        page.goto(app_url, wait_until="networkidle")
+        page.goto(app_url, wait_until="load")  # not "networkidle": the heartbeat of gr.State stays open
+        page.locator("#prompt textarea").wait_for(timeout=TIMEOUT_MS)
         page.locator("#prompt textarea").fill(PROMPT)
         page.locator("#generate").click()
         page.get_by_text("took").wait_for(timeout=TIMEOUT_MS)
@@ -69,3 +70,34 @@ def test_type_a_prompt_generate_then_compare(app_url, screenshots):
         page.screenshot(path=screenshots / "compare.png", full_page=True)
     assert (screenshots / "generate.png").stat().st_size > 10_000
     assert (screenshots / "compare.png").stat().st_size > 10_000
+
+
+def test_stop_says_where_it_stopped_and_clears_the_stale_preview(app_url, screenshots):
+    from playwright.sync_api import expect
+
+    app_url, _ = app_url
+    with browser_page() as page:
+        page.goto(app_url, wait_until="load")  # not "networkidle": the heartbeat of gr.State stays open
+        page.locator("#prompt textarea").wait_for(timeout=TIMEOUT_MS)
+        page.locator("#prompt textarea").fill("a yellow triangle")
+        page.get_by_role("button", name="Settings ▼").click()
+        steps = page.locator("#steps input[type=number]")
+        steps.fill("100")
+        steps.press("Enter")
+        page.locator("#generate").click()
+        expect(page.locator("#image img")).to_have_count(1, timeout=TIMEOUT_MS)  # the first preview (~1 s in)
+        page.locator("#stop").click()
+        details = page.locator("#details")
+        expect(details).to_contain_text("Stopped at step", timeout=10_000)
+        assert "took" not in details.inner_text()  # it was stopped before it finished
+        assert " of 100." in details.inner_text()
+        expect(page.locator("#image img")).to_have_count(0, timeout=10_000)  # the stale preview is gone
+        page.screenshot(path=screenshots / "stopped.png", full_page=True)
+        # The next run goes ahead as usual (once the page has heard that the stopped one ended: until then Gradio
+        # ignores a second click on a running event's button).
+        page.wait_for_timeout(2000)
+        steps.fill("4")
+        steps.press("Enter")
+        page.locator("#generate").click()
+        expect(details).to_contain_text("took", timeout=TIMEOUT_MS)
+        expect(page.locator("#image img")).to_have_count(1, timeout=TIMEOUT_MS)

@@ -13,6 +13,7 @@ from PIL import Image, ImageFilter
 import tiny
 from browser.server import save_tiny_models
 from l2p.bench.costs import CostModel
+from l2p.demo import results
 from l2p.demo.analysis import detail_box, high_frequency_share, matching_crops, radial_power_spectrum
 from l2p.demo import (
     BUILD_COMMAND,
@@ -322,6 +323,34 @@ def test_closing_a_run_interrupts_the_pipeline(demo, monkeypatch):
     cancel = threading.Event()
     cancel.set()
     assert list(demo.generate(Request("a red circle", steps=2), cancel)) == []  # cancelled before it started
+
+
+def test_stop_lands_within_a_step_between_blocks(demo):
+    """A stop set while a step runs takes effect at the next DiT block, not at the end of the step."""
+    transformer = demo.models.pixel.transformer
+    cancel = threading.Event()
+    seen = []
+
+    def block_hook(module, args):
+        seen.append(module)
+        if len(seen) == 2:  # the second block of the first step: stop now
+            cancel.set()
+
+    handles = [block.register_forward_pre_hook(block_hook) for block in transformer.layers]
+    head_calls = []
+    handles.append(transformer.local_decoder.register_forward_pre_hook(lambda *args: head_calls.append(1)))
+    try:
+        assert list(demo.generate(Request("a red circle", steps=50, guidance=1.0), cancel)) == []
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert len(seen) == 2 and head_calls == []  # no further block ran, and the head never did
+    assert isinstance(list(demo.generate(Request("a red circle", steps=2)))[-1], GenerateResult)  # and runs go on
+
+
+def test_the_stop_message_names_the_last_step_shown():
+    assert results.stopped_line(Preview("pixel", 3, 20)) == "Stopped at step 3 of 20."
+    assert results.stopped_line(Preview("source", 1, 9)) == "Stopped at step 1 of 9 of the latent source."
 
 
 # -- configuration and loading ------------------------------------------------------------------------------------

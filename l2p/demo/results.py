@@ -198,6 +198,12 @@ def progress_line(event: Preview | SourceDone) -> str:
     return f"{who}: step {event.step} of {event.total}"
 
 
+def stopped_line(progress: Preview) -> str:
+    """What the page says once a run is stopped: the last step it showed."""
+    who = " of the latent source" if progress.pipeline == "source" else ""
+    return f"Stopped at step {progress.step} of {progress.total}{who}."
+
+
 def generate_details(result: GenerateResult) -> str:
     status = "native for this model" if result.native else "zero-shot (past the trained size)"
     estimate = f" (estimated {format_seconds(result.estimate.seconds)})" if result.estimate is not None else ""
