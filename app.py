@@ -68,7 +68,15 @@ def CheckedSlider(*args, **kwargs) -> gr.Slider:
 # -- input checks (run before the queue) and ZeroGPU durations; each gets the event's inputs, in the order of
 # GENERATE_FIELDS / COMPARE_FIELDS, which is Request's ---------------------------------------------------------
 def _validations(request: Request, kind: str, fields) -> list:
+    """The checks Gradio runs before queueing: each field's problem, then (for a valid request) room in the queue,
+    reported on the prompt (a validation message reaches page and API alike; an error raised here would reach
+    API users as a bare "400 Bad Request")."""
     problems = DEMO.problems(request, kind)
+    if not problems:
+        try:
+            DEMO.admit(request, kind)
+        except DemoError as error:
+            problems = {"prompt": str(error)}
     return [gr.validate(name not in problems, problems.get(name, "")) for name in fields]
 
 

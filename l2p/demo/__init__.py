@@ -22,7 +22,7 @@ stops it with one line naming the setting and the fix.
 | L2P_SOURCE_STEPS, L2P_SOURCE_GUIDANCE | source_steps, source_guidance | the source's defaults in Compare (else its folder's sampling.json, or the pixel model's where the two sampling.json agree; else Z-Image-Turbo's 9, 1.0) |
 | L2P_BENCHMARKS | benchmarks | a `docs/benchmarks/*.json` to estimate costs from (else measured at start-up) |
 | L2P_MAX_SECONDS | max_seconds | refuse runs estimated to take longer, before they queue (default: 120 on a CPU or ZeroGPU, 600 on a dedicated GPU; 0: no limit) |
-| L2P_CONCURRENCY, L2P_MAX_QUEUE | concurrency, max_queue | runs at once per device (1), waiting runs (20) |
+| L2P_CONCURRENCY, L2P_MAX_QUEUE | concurrency, max_queue | runs at once per device (1), waiting runs (20; counted by `admission`, as Gradio's own check lets bursts through) |
 | L2P_MCP | mcp | 1 to also serve the endpoints as MCP tools |
 
 Modules, one concept each:
@@ -35,6 +35,8 @@ Modules, one concept each:
 | `plan` | `Request`, and `Plan`: a request resolved once (problems, size, RoPE strategies, estimates) |
 | `runs` | the Generate and Compare runs themselves: pipeline calls, paced progress, stages measured |
 | `worker` | one run at a time on a worker thread: streaming, cancelling, failures as messages |
+| `admission` | the queue limit: runs accepted and not yet finished, counted in the validator |
+| `metadata` | the settings a downloaded PNG carries as text chunks |
 | `results` | what runs give back, the cost and preset tables, and every line of text the page shows |
 | `analysis` | 1:1 crops of the most detailed region and radially averaged power spectra |
 | `service` | `Demo`: the loaded models and one method per thing the page can ask for |

@@ -14,6 +14,7 @@ from ..device import device_label
 from ..sampling import RELEASE_SAMPLING, TURBO_SAMPLING, l2p_guidance
 from ..tokenizer import ROLE_WORDS
 from . import results
+from .admission import Admissions
 from .config import DemoConfig, run_time_limit
 from .errors import DemoError
 from .loading import LoadedModels, load_cost_model, load_models
@@ -60,6 +61,7 @@ class Demo:
         self.toy = len(self.tokenizer) < TOY_VOCABULARY_MAX
         self.planner = Planner(self.geometry, self.tokenizer, costs, run_time_limit(config.max_seconds, models.device.type))
         self.lock = threading.Lock()  # the pipelines (and their schedulers) run one request at a time
+        self.admissions = Admissions(config.max_queue)
         self.preview_interval = PREVIEW_INTERVAL_S
 
     @classmethod
@@ -214,17 +216,26 @@ class Demo:
     # -- runs -----------------------------------------------------------------------------------------------
     def generate(self, request: Request, cancel: threading.Event | None = None) -> Iterator[Preview | GenerateResult]:
         """Text to image with the pixel model: Previews (x0 estimates, paced by ProgressPacer), then the GenerateResult."""
-        yield from self._run(generate_run, request, "generate", cancel)
+        return self._run(generate_run, request, "generate", cancel)
 
     def compare(self, request: Request, cancel: threading.Event | None = None) -> Iterator[Preview | SourceDone | CompareResult]:
         """The latent source, then the pixel model, on the same prompt and seed, each stage timed and measured."""
-        yield from self._run(compare_run, request, "compare", cancel)
+        return self._run(compare_run, request, "compare", cancel)
+
+    def admit(self, request: Request, kind: str = "generate") -> None:
+        """Count a checked request into the queue, or raise DemoError when the queue is full (the validator's job)."""
+        plan = self.plan(request, kind)
+        self.admissions.admit(plan.estimate.seconds if plan.estimate is not None else None)
 
     def _run(self, run, request: Request, kind: str, cancel: threading.Event | None) -> Iterator:
-        plan = self._runnable(request, kind)
-        work = functools.partial(run, self.models, plan, plan.seeded(), interval=self.preview_interval)
-        explain = functools.partial(explain_failure, size=plan.size_text, estimate=plan.estimate, device=self.device)
-        return stream(work, self.lock, cancel, explain)
+        admission = self.admissions.start()
+        try:
+            plan = self._runnable(request, kind)
+            work = functools.partial(run, self.models, plan, plan.seeded(), interval=self.preview_interval)
+            explain = functools.partial(explain_failure, size=plan.size_text, estimate=plan.estimate, device=self.device)
+            yield from stream(work, self.lock, cancel, explain)
+        finally:
+            self.admissions.finish(admission)
 
     # -- what a comparison shows ------------------------------------------------------------------------------
     cost_table = staticmethod(results.cost_table)
