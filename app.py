@@ -339,8 +339,9 @@ def main(argv=None):
         for name, value in DEMO.describe().items():
             print(f"{name}: {value}")
         raise SystemExit(3 if DEMO.models.notice else 0)
-    mcp = CONFIG.mcp
-    if mcp and importlib.util.find_spec("mcp") is None:
+    installed = importlib.util.find_spec("mcp") is not None
+    mcp = installed if CONFIG.mcp is None else CONFIG.mcp
+    if mcp and not installed:
         logging.warning('L2P_MCP is set but the MCP extra is missing (pip install "gradio[mcp]"); serving without MCP')
         mcp = False
     demo.launch(server_name=args.host, server_port=args.port, mcp_server=mcp, css=CSS, footer_links=["api", "gradio", "settings"])

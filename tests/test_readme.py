@@ -29,3 +29,14 @@ def test_readme_embedded_model_example_runs_as_written(tmp_path, monkeypatch):
 
     image = Image.open(tmp_path / "embedded.png")
     assert image.size == read_sampling(README.parent / "assets" / "tiny-l2p").size
+
+
+def test_space_front_matter_is_valid_yaml_with_what_spaces_read():
+    import yaml
+
+    text = README.read_text()
+    assert text.startswith("---\n")
+    card = yaml.safe_load(text.split("---\n")[1])
+    assert card["sdk"] == "gradio" and card["app_file"] == "app.py" and len(card["short_description"]) <= 60
+    assert card["preload_from_hub"] and card["startup_duration_timeout"] and "text-to-image" in card["tags"]
+    assert card["sdk_version"].startswith("6.")  # requirements.txt: gradio>=6.31,<7

@@ -23,7 +23,7 @@ stops it with one line naming the setting and the fix.
 | L2P_BENCHMARKS | benchmarks | a `docs/benchmarks/*.json` to estimate costs from (else measured at start-up) |
 | L2P_MAX_SECONDS | max_seconds | refuse runs estimated to take longer, before they queue (default: 120 on a CPU or ZeroGPU, 600 on a dedicated GPU; 0: no limit) |
 | L2P_CONCURRENCY, L2P_MAX_QUEUE | concurrency, max_queue | runs at once per device (1), waiting runs (20; counted by `admission`, as Gradio's own check lets bursts through) |
-| L2P_MCP | mcp | 1 to also serve the endpoints as MCP tools |
+| L2P_MCP | mcp | serve the endpoints as MCP tools too (default: on when `gradio[mcp]` is installed; 0: off) |
 
 Modules, one concept each:
 

@@ -57,7 +57,7 @@ class DemoConfig:
     max_seconds: float | None = None
     concurrency: int = 1
     max_queue: int = 20
-    mcp: bool = False
+    mcp: bool | None = None  # None: on when the MCP extra (gradio[mcp]) is installed
     examples: list[str] | None = None
 
     @property
