@@ -465,6 +465,7 @@ def test_a_request_is_resolved_once_for_its_check_and_its_run(demo, monkeypatch)
     resolved = []
     resolve = demo.planner._resolve
     monkeypatch.setattr(demo.planner, "_resolve", lambda *args: resolved.append(args) or resolve(*args))
+    monkeypatch.setattr(demo.planner, "learn", lambda *args: None)  # a run's rescaling re-plans on purpose
     request = Request("a red circle", steps=1, guidance=1.0, seed=4)
     assert demo.problems(request) == {}  # the check before the queue
     assert demo.gpu_seconds(request) >= 20  # ZeroGPU's duration
@@ -503,3 +504,18 @@ def test_the_default_limit_refuses_a_long_run_before_it_queues(assets):
     assert "over this app's limit of 2 min a run (L2P_MAX_SECONDS)" in long.problems["preset"]
     assert "would take about" in long.problems["preset"]
     assert not demo.plan(Request("a red circle", steps=STEPS)).problems
+
+
+def test_estimates_follow_what_runs_measure_here(assets):
+    """The synthetic cost model is far off this machine: after one run, later estimates are rescaled to what it
+    measured, and the page says so."""
+    config = DemoConfig(assets=str(assets), steps=STEPS)
+    demo = Demo(load_models(config), config, synthetic_costs(), "synthetic")
+    request = Request("a red circle", steps=STEPS, guidance=1.0)
+    before = demo.plan(request).estimate.seconds
+    result = list(demo.generate(request))[-1]
+    after = demo.plan(request).estimate.seconds
+    assert after == pytest.approx(result.seconds, rel=1e-6) and after != pytest.approx(before)
+    larger = demo.plan(dataclasses.replace(request, preset="1K")).estimate.seconds
+    assert larger > after  # the scale moves, the size terms stay
+    assert "times rescaled by the last run here (pixel model ×" in results.run_line(demo, request)

@@ -20,6 +20,7 @@ from .results import format_bytes, format_seconds
 
 MAX_SEED = 2**31 - 1
 STEPS_RANGE = (1, 100)
+MAX_RESCALE = 20.0  # how far one run may move the estimates, either way
 GUIDANCE_RANGE = (0.0, 10.0)
 MAX_SEQUENCE_LENGTH = 512  # Z-Image's text encoder reads at most this many tokens, chat template included
 PLANS_KEPT = 64
@@ -104,6 +105,9 @@ class Planner:
         self.prompt_overhead = self._templated_length("")
         self._plans: dict = {}
         self._plans_lock = threading.Lock()
+        # Measured / fitted run time of the last run of each pipeline here: a busy CPU, or a faster GPU than the
+        # benchmark's, shows in every later estimate after one run.
+        self.time_scale = {"pixel": 1.0, "source": 1.0}
         self.costs = costs
 
     @property
@@ -119,7 +123,13 @@ class Planner:
 
     # -- estimates ------------------------------------------------------------------------------------------
     def estimate(self, pipeline: str, width: int, height: int, steps, guidance):
-        """An `l2p.bench.costs.Estimate`, or None without a cost model. `pipeline` is "pixel" or "source"."""
+        """An `l2p.bench.costs.Estimate`, or None without a cost model. `pipeline` is "pixel" or "source". Its time
+        is the cost model's, rescaled by what the last run of that pipeline measured here (`learn`)."""
+        fitted = self._fitted(pipeline, width, height, steps, guidance)
+        scale = self.time_scale[pipeline]
+        return fitted if fitted is None or scale == 1.0 else dataclasses.replace(fitted, seconds=fitted.seconds * scale)
+
+    def _fitted(self, pipeline: str, width: int, height: int, steps, guidance):
         costs = self.costs
         if costs is None:
             return None
@@ -127,6 +137,15 @@ class Planner:
         if pipeline == "pixel":  # a cost model measured on the high-resolution variant only stands in for it
             name = "pixel_hr" if "pixel" not in costs.pipelines and "pixel_hr" in costs.pipelines else "pixel"
         return costs.estimate(name, width, height, int(steps), cfg=float(guidance) > 1.0)
+
+    def learn(self, pipeline: str, width: int, height: int, steps, guidance, measured_s: float) -> None:
+        """Rescale this pipeline's later time estimates by a run's measured time against the fitted one."""
+        fitted = self._fitted(pipeline, width, height, steps, guidance)
+        if fitted is None or fitted.seconds <= 0 or measured_s <= 0:
+            return
+        self.time_scale[pipeline] = min(max(measured_s / fitted.seconds, 1 / MAX_RESCALE), MAX_RESCALE)
+        with self._plans_lock:
+            self._plans.clear()  # their estimates used the old scale
 
     @staticmethod
     def in_a_row(pixel, source):

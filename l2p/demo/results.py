@@ -185,7 +185,18 @@ def run_line(demo, request) -> str:
     problem = _size_problem(plan)
     if problem:
         return problem
-    return f"**This run:** {_run_words(plan, plan.estimates.get('pixel'))} · Compare: {format_estimate(plan.estimate)}"
+    return (f"**This run:** {_run_words(plan, plan.estimates.get('pixel'))} · Compare: {format_estimate(plan.estimate)}"
+            f"{rescale_words(demo.planner.time_scale)}")
+
+
+def rescale_words(time_scale: dict[str, float]) -> str:
+    """How the last runs here moved the time estimates (nothing before any run, or when they matched)."""
+    moved = {name: scale for name, scale in time_scale.items() if abs(scale - 1.0) > 0.05}
+    if not moved:
+        return ""
+    names = {"pixel": "pixel model", "source": "latent source"}
+    parts = ", ".join(f"{names[name]} ×{scale:.2f}" for name, scale in moved.items())
+    return f" · times rescaled by the last run here ({parts})"
 
 
 def progress_line(event: Preview | SourceDone) -> str:

@@ -233,9 +233,21 @@ class Demo:
             plan = self._runnable(request, kind)
             work = functools.partial(run, self.models, plan, plan.seeded(), interval=self.preview_interval)
             explain = functools.partial(explain_failure, size=plan.size_text, estimate=plan.estimate, device=self.device)
-            yield from stream(work, self.lock, cancel, explain)
+            for event in stream(work, self.lock, cancel, explain):
+                if isinstance(event, (GenerateResult, CompareResult)):
+                    self._learn(plan.request, event)
+                yield event
         finally:
             self.admissions.finish(admission)
+
+    def _learn(self, request: Request, result) -> None:
+        """Later estimates follow what this run measured (see `Planner.learn`)."""
+        size = (result.width, result.height)
+        if isinstance(result, GenerateResult):
+            self.planner.learn("pixel", *size, request.steps, request.guidance, result.seconds)
+            return
+        self.planner.learn("pixel", *size, request.steps, request.guidance, result.total_seconds("pixel"))
+        self.planner.learn("source", *size, request.source_steps, request.source_guidance, result.total_seconds("source"))
 
     # -- what a comparison shows ------------------------------------------------------------------------------
     cost_table = staticmethod(results.cost_table)
