@@ -26,6 +26,8 @@ from l2p.demo import (
     NATIVE,
     PRESET_HEADERS,
     ROPE_CHOICES,
+    DYPE_RANGE,
+    SHIFT_RANGE,
     STEPS_RANGE,
     Demo,
     DemoConfig,
@@ -81,19 +83,19 @@ def _validations(request: Request, kind: str, fields) -> list:
 
 
 def check_generate(*inputs):
-    return _validations(Request(*inputs), "generate", GENERATE_FIELDS)
+    return _validations(Request.of(GENERATE_FIELDS, inputs), "generate", GENERATE_FIELDS)
 
 
 def check_compare(*inputs):
-    return _validations(Request(*inputs), "compare", COMPARE_FIELDS)
+    return _validations(Request.of(COMPARE_FIELDS, inputs), "compare", COMPARE_FIELDS)
 
 
 def generate_seconds(*inputs, **named):
-    return DEMO.gpu_seconds(Request(*inputs, **named), "generate")
+    return DEMO.gpu_seconds(Request.of(GENERATE_FIELDS, inputs, named), "generate")
 
 
 def compare_seconds(*inputs, **named):
-    return DEMO.gpu_seconds(Request(*inputs, **named), "compare")
+    return DEMO.gpu_seconds(Request.of(COMPARE_FIELDS, inputs, named), "compare")
 
 
 def example_seconds(prompt: str):
@@ -112,6 +114,9 @@ def generate(
     seed: int = 0,
     randomize_seed: bool = True,
     rope: str = "auto",
+    shift: float = DEFAULTS.shift,
+    dype_lambda_s: float = DEFAULTS.dype_lambda_s,
+    dype_lambda_t: float = DEFAULTS.dype_lambda_t,
 ):
     """Generate an image from a prompt with the L2P pixel model (no VAE).
 
@@ -125,12 +130,14 @@ def generate(
         seed: the noise seed, used when randomize_seed is false.
         randomize_seed: draw a new seed (returned with the image).
         rope: position scaling past the trained size: "auto", "none", "pi", "ntk", "yarn" or "dype".
+        shift: the noise schedule's shift, 0.5 to 10 (the release samples with 3; the paper found 4 best at 4K).
+        dype_lambda_s, dype_lambda_t: DyPE's scale and exponent (0 to 5; 2 and 2), used when DyPE applies.
 
     Returns:
         The image (PNG), the seed used, and a line about the run.
     """
-    yield from _generate(Request(prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed, randomize_seed,
-                                 rope))
+    yield from _generate(Request.of(GENERATE_FIELDS, (prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed,
+                                                      randomize_seed, rope, shift, dype_lambda_s, dype_lambda_t)))
 
 
 def _generate(request: Request):
@@ -157,14 +164,17 @@ def compare(
     seed: int = 0,
     randomize_seed: bool = True,
     rope: str = "auto",
+    shift: float = DEFAULTS.shift,
+    dype_lambda_s: float = DEFAULTS.dype_lambda_s,
+    dype_lambda_t: float = DEFAULTS.dype_lambda_t,
     source_steps: int = DEFAULTS.source_steps,
     source_guidance: float = DEFAULTS.source_guidance,
 ):
     """Run the latent source model and the L2P pixel model on the same prompt and seed, and measure both.
 
     Args:
-        prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed, randomize_seed, rope: as for
-            generate (steps and guidance are the pixel model's).
+        prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed, randomize_seed, rope, shift,
+            dype_lambda_s, dype_lambda_t: as for generate (steps, guidance and shift are the pixel model's).
         source_steps: denoising steps of the latent source.
         source_guidance: guidance of the latent source, on the same neg + s (pos - neg) scale.
 
@@ -172,8 +182,9 @@ def compare(
         Both images (PNG) for a slider, each alone, the per-stage cost table, 100% crops of the same region,
         both images' radially averaged power spectra, the seed used, and a summary.
     """
-    request = Request(prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed, randomize_seed, rope,
-                      source_steps, source_guidance)
+    request = Request.of(COMPARE_FIELDS, (prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed,
+                                          randomize_seed, rope, shift, dype_lambda_s, dype_lambda_t, source_steps,
+                                          source_guidance))
     skip = gr.skip()
     try:
         for event in DEMO.compare(request):
@@ -258,6 +269,14 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
                     randomize_seed = gr.Checkbox(value=True, label="Randomize seed")
                 rope = gr.Dropdown(list(ROPE_CHOICES), value="auto", allow_custom_value=True,
                                    label="RoPE extrapolation (auto: DyPE past the trained size)")
+                with gr.Accordion("Advanced", open=False):
+                    shift = CheckedSlider(*SHIFT_RANGE, value=DEFAULTS.shift, step=0.1, elem_id="shift",
+                                          label="Noise shift (the release samples with 3; 4 was best at 4K in the paper)")
+                    with gr.Row():
+                        dype_lambda_s = CheckedSlider(*DYPE_RANGE, value=DEFAULTS.dype_lambda_s, step=0.1,
+                                                      label="DyPE scale λs")
+                        dype_lambda_t = CheckedSlider(*DYPE_RANGE, value=DEFAULTS.dype_lambda_t, step=0.1,
+                                                      label="DyPE exponent λt")
                 gr.Markdown("Compare: the latent source's own settings")
                 source_steps = CheckedSlider(*STEPS_RANGE, value=DEFAULTS.source_steps, step=1, label="Source steps")
                 source_guidance = CheckedSlider(*GUIDANCE_RANGE, value=DEFAULTS.source_guidance, step=0.1,
@@ -298,7 +317,8 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
     gr.Examples([[p] for p in DEMO.examples], inputs=[prompt], outputs=[image, seed_used, details, progress], fn=example,
                 cache_examples=True, cache_mode="lazy", label="Examples (at the native size, seed 0)")
 
-    generate_inputs = [prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed, randomize_seed, rope]
+    generate_inputs = [prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed, randomize_seed, rope, shift,
+                       dype_lambda_s, dype_lambda_t]
     compare_inputs = [*generate_inputs, source_steps, source_guidance]
     generate_event = gr.on(
         [generate_button.click, prompt.submit], generate, generate_inputs, [image, seed_used, details, progress],

@@ -68,11 +68,27 @@ def test_downloaded_pngs_carry_their_settings(client):
     assert text["parameters"].splitlines() == [
         "a red circle", "Negative prompt: a blue square",
         f"Steps: {STEPS}, Sampler: Euler (flow matching), CFG scale: 2.5, Seed: 42, Size: 256x256, "
-        f"Model: {text['model']}, RoPE: none",
+        f"Model: {text['model']}, RoPE: none, Shift: 3",
     ]
     _, source, pixel, *_ = client.predict(prompt="a red circle", seed=3, randomize_seed=False, api_name="/compare")
     assert png(source).text["model"].endswith("tiny-source") and png(pixel).text["model"].endswith("tiny-l2p")
     assert png(source).text["seed"] == png(pixel).text["seed"] == "3"
+
+
+def test_advanced_settings_change_the_image_and_are_checked(client):
+    def image(**settings):
+        path, *_ = client.predict(prompt="a red circle", steps=STEPS, seed=8, randomize_seed=False, api_name="/generate",
+                                  **settings)
+        return png(path)
+
+    default = image()
+    assert image(shift=3.0).tobytes() == default.tobytes()  # the release's shift is the default
+    shifted = image(shift=1.0)
+    assert shifted.tobytes() != default.tobytes() and shifted.text["shift"] == "1"
+    zero_shot = {"preset": "1K", "rope": "dype"}
+    assert image(**zero_shot).tobytes() != image(**zero_shot, dype_lambda_s=0.5).tobytes()
+    with pytest.raises(ValidationError, match="Shift must be between 0.5 and 10"):
+        image(shift=50.0)
 
 
 def test_compare_returns_both_images_the_seed_and_the_cost_table(client):

@@ -46,7 +46,9 @@ from .analysis import detail_box, high_frequency_share, matching_crops, radial_p
 from .config import DemoConfig
 from .errors import Cancelled, DemoError, MissingAssets
 from .loading import BUILD_COMMAND, LoadedModels, load_cost_model, load_models
-from .plan import COMPARE_FIELDS, GENERATE_FIELDS, GUIDANCE_RANGE, MAX_SEED, STEPS_RANGE, Plan, Request
+from .plan import (
+    COMPARE_FIELDS, DYPE_RANGE, GENERATE_FIELDS, GUIDANCE_RANGE, MAX_SEED, SHIFT_RANGE, STEPS_RANGE, Plan, Request,
+)
 from .presets import ASPECT_RATIOS, NATIVE, PRESETS, ROPE_CHOICES, Geometry, image_size, is_native, preset_label, resolve_rope
 from .results import (
     PRESET_HEADERS,
@@ -63,7 +65,7 @@ from .service import Demo
 
 __all__ = [
     "ASPECT_RATIOS", "BUILD_COMMAND", "COMPARE_FIELDS", "GENERATE_FIELDS", "GUIDANCE_RANGE", "MAX_SEED", "NATIVE",
-    "PRESETS", "PRESET_HEADERS", "PREVIEW_INTERVAL_S", "ROPE_CHOICES", "STEPS_RANGE", "Cancelled", "CompareResult",
+    "DYPE_RANGE", "PRESETS", "PRESET_HEADERS", "PREVIEW_INTERVAL_S", "ROPE_CHOICES", "SHIFT_RANGE", "STEPS_RANGE", "Cancelled", "CompareResult",
     "Demo", "DemoConfig", "DemoError", "GenerateResult", "Geometry", "LoadedModels", "MissingAssets", "Plan",
     "Preview", "ProgressPacer", "Request", "SourceDone", "detail_box",
     "format_bytes", "format_estimate", "format_seconds", "high_frequency_share", "image_size",

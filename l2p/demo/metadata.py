@@ -13,8 +13,8 @@ SAMPLER = "Euler (flow matching)"
 
 
 def settings_of(prompt: str, negative_prompt: str, steps: int, guidance: float, seed: int, width: int, height: int,
-                model: str, rope: str | None) -> dict[str, str]:
-    return {
+                model: str, rope: str | None, shift: float | None = None) -> dict[str, str]:
+    values = {
         "prompt": prompt,
         "negative_prompt": negative_prompt or "",
         "steps": str(steps),
@@ -24,6 +24,9 @@ def settings_of(prompt: str, negative_prompt: str, steps: int, guidance: float, 
         "model": model,
         "rope": rope or "none",
     }
+    if shift is not None:
+        values["shift"] = f"{shift:g}"
+    return values
 
 
 def parameters_text(settings: dict[str, str]) -> str:
@@ -33,6 +36,7 @@ def parameters_text(settings: dict[str, str]) -> str:
     lines.append(
         f"Steps: {settings['steps']}, Sampler: {SAMPLER}, CFG scale: {settings['guidance']}, Seed: {settings['seed']}, "
         f"Size: {settings['size']}, Model: {settings['model']}, RoPE: {settings['rope']}"
+        + (f", Shift: {settings['shift']}" if "shift" in settings else "")
     )
     return "\n".join(lines)
 

@@ -14,6 +14,7 @@ import random
 import threading
 from dataclasses import dataclass, field
 
+from ..rope import RopeScaling
 from ..sampling import RELEASE_SAMPLING
 from .presets import ASPECT_RATIOS, NATIVE, PRESETS, ROPE_CHOICES, Geometry, image_size
 from .results import format_bytes, format_seconds
@@ -41,12 +42,29 @@ class Request:
     rope: str = "auto"
     source_steps: int | None = None
     source_guidance: float | None = None
+    # Advanced: the pixel model's noise shift (None: its scheduler's, 3 in the release) and DyPE's scale and exponent.
+    shift: float | None = None
+    dype_lambda_s: float = RopeScaling.dype_lambda_s
+    dype_lambda_t: float = RopeScaling.dype_lambda_t
+
+    @classmethod
+    def of(cls, fields, values, named=None) -> "Request":
+        """A request from the values the page or the API sends, in the order of `fields`."""
+        return cls(**dict(zip(fields, values)), **(named or {}))
+
+    def rope_setting(self, strategy: str | None):
+        """What `L2PPipeline(rope_scaling=...)` gets for a resolved strategy: DyPE with this request's parameters."""
+        if strategy != "dype":
+            return strategy
+        return {"strategy": "dype", "dype_lambda_s": float(self.dype_lambda_s), "dype_lambda_t": float(self.dype_lambda_t)}
 
 
 # The inputs of Generate and Compare, in the order the page sends them.
 GENERATE_FIELDS = ("prompt", "negative_prompt", "preset", "aspect_ratio", "steps", "guidance", "seed", "randomize_seed",
-                   "rope")
+                   "rope", "shift", "dype_lambda_s", "dype_lambda_t")
 COMPARE_FIELDS = (*GENERATE_FIELDS, "source_steps", "source_guidance")
+SHIFT_RANGE = (0.5, 10.0)
+DYPE_RANGE = (0.0, 5.0)
 
 
 @dataclass(frozen=True)
@@ -191,6 +209,8 @@ class Planner:
                 request, steps=int(request.steps), guidance=float(request.guidance),
                 negative_prompt=request.negative_prompt or "", source_steps=int(request.source_steps),
                 source_guidance=float(request.source_guidance),
+                shift=None if request.shift is None else float(request.shift),
+                dype_lambda_s=float(request.dype_lambda_s), dype_lambda_t=float(request.dype_lambda_t),
             )
         return Plan(request, kind, found, **parts)
 
@@ -260,6 +280,12 @@ class Planner:
             value = getattr(request, name)
             if not _number(value) or not GUIDANCE_RANGE[0] <= value <= GUIDANCE_RANGE[1]:
                 found[name] = f"{label} must be between {GUIDANCE_RANGE[0]:g} and {GUIDANCE_RANGE[1]:g}, got {value!r}."
+        if request.shift is not None and (not _number(request.shift) or not SHIFT_RANGE[0] <= request.shift <= SHIFT_RANGE[1]):
+            found["shift"] = f"Shift must be between {SHIFT_RANGE[0]:g} and {SHIFT_RANGE[1]:g}, got {request.shift!r}."
+        for name, label in (("dype_lambda_s", "DyPE scale λs"), ("dype_lambda_t", "DyPE exponent λt")):
+            value = getattr(request, name)
+            if not _number(value) or not DYPE_RANGE[0] <= value <= DYPE_RANGE[1]:
+                found[name] = f"{label} must be between {DYPE_RANGE[0]:g} and {DYPE_RANGE[1]:g}, got {value!r}."
         if not request.randomize_seed and (not _whole(request.seed) or not 0 <= request.seed <= MAX_SEED):
             found["seed"] = f"Seed must be a whole number from 0 to {MAX_SEED}, got {request.seed!r}."
         return found

@@ -102,6 +102,11 @@ def stop_points(transformer, cancel: threading.Event):
             handle.remove()
 
 
+def _or_scheduler(shift: float | None, pipe) -> float:
+    """The shift a run used: its own, else the pipeline scheduler's."""
+    return float(pipe.scheduler.config.shift) if shift is None else shift
+
+
 def _noise(seed: int) -> torch.Generator:
     """The same seed gives the same noise in both pipelines and on every device: it is drawn on the CPU."""
     return torch.Generator("cpu").manual_seed(seed)
@@ -117,15 +122,15 @@ def generate_run(models, plan, request, emit: Callable, cancel: threading.Event,
         image = pixel(
             request.prompt, negative_prompt=request.negative_prompt or None, height=height, width=width,
             num_inference_steps=request.steps, guidance_scale=request.guidance, generator=_noise(request.seed),
-            rope_scaling=plan.rope["pixel"], callback_on_step_end=step_callback("pixel", request.steps, interval, emit,
-                                                                                cancel, preview),
+            rope_scaling=request.rope_setting(plan.rope["pixel"]), shift=request.shift,
+            callback_on_step_end=step_callback("pixel", request.steps, interval, emit, cancel, preview),
             callback_on_step_end_tensor_inputs=["x0"],
         ).images[0]
     if cancel.is_set():
         raise Cancelled()
     tag(image, prompt=request.prompt, negative_prompt=request.negative_prompt, steps=request.steps,
         guidance=request.guidance, seed=request.seed, width=width, height=height, model=models.pixel_name,
-        rope=plan.rope["pixel"])
+        rope=plan.rope["pixel"], shift=_or_scheduler(request.shift, models.pixel))
     return GenerateResult(image, request.seed, width, height, plan.native["pixel"], plan.rope["pixel"],
                           time.perf_counter() - start, plan.estimate)
 
@@ -178,7 +183,7 @@ def compare_run(models, plan, request, emit: Callable, cancel: threading.Event, 
         pixel_image = pixel(
             request.prompt, prompt_embeds=pixel_embeds[0], negative_prompt_embeds=pixel_embeds[1] or None,
             height=height, width=width, num_inference_steps=request.steps, guidance_scale=request.guidance,
-            generator=_noise(request.seed), rope_scaling=plan.rope["pixel"],
+            generator=_noise(request.seed), rope_scaling=request.rope_setting(plan.rope["pixel"]), shift=request.shift,
             callback_on_step_end=step_callback("pixel", request.steps, interval, emit, cancel),
         ).images[0]
     stages.append(cost)
@@ -190,7 +195,7 @@ def compare_run(models, plan, request, emit: Callable, cancel: threading.Event, 
         rope=plan.rope["source"])
     tag(pixel_image, prompt=request.prompt, negative_prompt=request.negative_prompt, steps=request.steps,
         guidance=request.guidance, seed=request.seed, width=width, height=height, model=models.pixel_name,
-        rope=plan.rope["pixel"])
+        rope=plan.rope["pixel"], shift=_or_scheduler(request.shift, models.pixel))
     images = {"source": source_image, "pixel": pixel_image}
     box, factor, crops = matching_crops([source_image, pixel_image], size=min(CROP_SIDE, width // 2, height // 2))
     return CompareResult(

@@ -102,7 +102,8 @@ class Demo:
         if (source_steps, source_guidance) == (pixel.num_inference_steps, pixel.guidance_scale):
             source_steps, source_guidance = steps, guidance
         return Request(prompt="", steps=steps, guidance=guidance, source_steps=_or(config.source_steps, source_steps),
-                       source_guidance=_or(config.source_guidance, source_guidance))
+                       source_guidance=_or(config.source_guidance, source_guidance),
+                       shift=float(self.models.pixel.scheduler.config.shift))
 
     def example_request(self, prompt: str) -> Request:
         """An example at the model's native size with a fixed seed, so that its cached result is reproducible."""
