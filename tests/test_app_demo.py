@@ -169,14 +169,19 @@ def test_compare_runs_both_on_the_same_seed_and_measures_every_stage(demo, monke
     assert all(s.seconds > 0 and s.peak_bytes > 0 for s in result.stages)
 
     headers, rows = Demo.cost_table(result)
-    assert headers == ["pipeline", "stage", "time (s)", "ms / step", "peak (MiB)", "working (MiB)"]
+    assert headers == ["pipeline", "stage", "time (s)", "ms / step", "weights (MiB)", "peak (MiB)", "working (MiB)"]
     stages = [(row[0], row[1]) for row in rows]
     assert stages == [
-        ("latent", "weights"), ("latent", "text encoding (shared)"), ("latent", "denoising × 3"),
-        ("latent", "VAE decode"), ("latent", "total"),
-        ("pixel", "weights"), ("pixel", "text encoding (shared)"), ("pixel", "denoising × 2"),
-        ("pixel", "decode: none (no VAE)"), ("pixel", "total"),
+        ("latent", "text encoding (shared)"), ("latent", "denoising × 3"), ("latent", "VAE decode"), ("latent", "total"),
+        ("pixel", "text encoding (shared)"), ("pixel", "denoising × 2"), ("pixel", "decode: none (no VAE)"),
+        ("pixel", "total"),
     ]
+    # One meaning per column: a total's peak and working memory are its stages' highest, never weights + something.
+    for name, pipeline in (("latent", "source"), ("pixel", "pixel")):
+        own = [row for row in rows if row[0] == name and row[5] is not None and row[1] != "total"]
+        total = next(row for row in rows if row[0] == name and row[1] == "total")
+        assert total[5] == max(row[5] for row in own) and total[6] == max(row[6] for row in own)
+        assert total[4] == pytest.approx(result.weights[pipeline] / 2**20, abs=0.1)
     totals = {row[0]: row[2] for row in rows if row[1] == "total"}
     assert totals["latent"] == pytest.approx(result.total_seconds("source"), abs=1e-3)
     assert result.total_seconds("source") > result.stages[1].seconds

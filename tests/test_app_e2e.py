@@ -98,12 +98,13 @@ def test_compare_returns_both_images_the_seed_and_the_cost_table(client):
     assert len(pair) == 2 and png(pair[0]).size == png(pair[1]).size == (256, 256)
     assert png(source).size == png(pixel).size == (256, 256)
     assert png(source_crop).size == png(pixel_crop).size
-    assert costs["headers"] == ["pipeline", "stage", "time (s)", "ms / step", "peak (MiB)", "working (MiB)"]
+    assert costs["headers"] == ["pipeline", "stage", "time (s)", "ms / step", "weights (MiB)", "peak (MiB)", "working (MiB)"]
     stages = {(row[0], row[1]): row for row in costs["data"]}
     for key in [("latent", "text encoding (shared)"), ("latent", f"denoising × {STEPS}"), ("latent", "VAE decode"),
                 ("latent", "total"), ("pixel", f"denoising × {STEPS}"), ("pixel", "total")]:
         assert key in stages, key
     assert stages[("latent", "VAE decode")][2] > 0 and stages[("pixel", f"denoising × {STEPS}")][3] > 0
+    assert stages[("latent", "total")][4] > 0 and stages[("latent", "VAE decode")][4] is None
     assert {row[2] for row in spectrum["data"]} == {"latent source (VAE decoded)", "pixel (L2P)"}
 
 

@@ -66,9 +66,12 @@ class CompareResult:
         return sum(stage.seconds for stage in self.stages if stage.pipeline in (pipeline, "shared"))
 
     def peak_bytes(self, pipeline: str) -> int:
-        """This pipeline's weights plus the most working memory any of its stages needed."""
-        working = max((s.working_bytes for s in self.stages if s.pipeline in (pipeline, "shared")), default=0)
-        return self.weights[pipeline] + working
+        """The highest memory peak measured during any of this pipeline's stages."""
+        return max((s.peak_bytes for s in self.stages if s.pipeline in (pipeline, "shared")), default=0)
+
+    def working_bytes(self, pipeline: str) -> int:
+        """The most memory any of this pipeline's stages added over what was in use when it began."""
+        return max((s.working_bytes for s in self.stages if s.pipeline in (pipeline, "shared")), default=0)
 
 
 # -- numbers for people ---------------------------------------------------------------------------------------------
@@ -111,17 +114,18 @@ def native_word(native: bool) -> str:
 # -- tables -----------------------------------------------------------------------------------------------------------
 PRESET_HEADERS = ["preset", "size", "for this model", "Generate: time", "Generate: peak memory", "Compare: time",
                   "Compare: peak memory"]
-COST_HEADERS = ["pipeline", "stage", "time (s)", "ms / step", "peak (MiB)", "working (MiB)"]
+# One meaning per column: "weights" the bytes of the pipeline's components; "peak" the memory measured at its
+# highest during the row (a total: during any of its stages); "working" what the row added over the memory in
+# use when it began (a total: the most any stage added).
+COST_HEADERS = ["pipeline", "stage", "time (s)", "ms / step", "weights (MiB)", "peak (MiB)", "working (MiB)"]
 SPECTRUM_LABELS = {"source": "latent source (VAE decoded)", "pixel": "pixel (L2P)"}
 
 
 def cost_table(result: CompareResult) -> tuple[list[str], list[list]]:
-    """Headers and rows: per pipeline its weights, each stage, and the total (whose peak is the weights plus the
-    most working memory any of its stages needed)."""
+    """Headers and rows (see COST_HEADERS): per pipeline each stage, then its total."""
     rows = []
     for pipeline in ("source", "pixel"):
         name = "latent" if pipeline == "source" else "pixel"
-        rows.append([name, "weights", None, None, mib(result.weights[pipeline]), None])
         for stage in result.stages:
             if stage.pipeline not in (pipeline, "shared"):
                 continue
@@ -132,10 +136,11 @@ def cost_table(result: CompareResult) -> tuple[list[str], list[list]]:
                 per_step = round(stage.seconds / steps * 1000, 1)
             if stage.pipeline == "shared":
                 label += " (shared)"
-            rows.append([name, label, round(stage.seconds, 3), per_step, mib(stage.peak_bytes), mib(stage.working_bytes)])
+            rows.append([name, label, round(stage.seconds, 3), per_step, None, mib(stage.peak_bytes), mib(stage.working_bytes)])
         if pipeline == "pixel":
-            rows.append([name, "decode: none (no VAE)", 0.0, None, None, None])
-        rows.append([name, "total", round(result.total_seconds(pipeline), 3), None, mib(result.peak_bytes(pipeline)), None])
+            rows.append([name, "decode: none (no VAE)", 0.0, None, None, None, None])
+        rows.append([name, "total", round(result.total_seconds(pipeline), 3), None, mib(result.weights[pipeline]),
+                     mib(result.peak_bytes(pipeline)), mib(result.working_bytes(pipeline))])
     return list(COST_HEADERS), rows
 
 
@@ -239,9 +244,9 @@ def compare_summary(demo, result: CompareResult) -> str:
         f"- Estimated before the run: {', '.join(estimates) or 'no estimate'}.",
         f"- Text encoder: {'shared, so the prompt was encoded once for both' if result.shares_text_encoder else 'one per pipeline'}.",
         f"- Weights: latent source {format_bytes(result.weights['source'])} (DiT + VAE + text encoder), pixel model "
-        f"{format_bytes(result.weights['pixel'])} (DiT + Detailer Head + text encoder). Memory columns measure {memory}; "
-        f"*working* is the peak minus what was in use when the stage began; a total's peak is the weights plus the "
-        f"most working memory of its stages.",
+        f"{format_bytes(result.weights['pixel'])} (DiT + Detailer Head + text encoder). *Peak* and *working* measure "
+        f"{memory}: *peak* is the highest during the row (a total: during any of its stages), *working* what the row "
+        f"added over what was in use when it began (a total: the most any stage added).",
         f"- Share of spectral power above 0.25 cycles/pixel: source {shares['source']:.1%}, pixel {shares['pixel']:.1%}.",
         f"- Crops: pixels ({left}, {top}) to ({right}, {bottom}), the most detailed region, at 100%"
         + (f", enlarged ×{result.crop_factor} with nearest-neighbour so each pixel stays a square." if result.crop_factor > 1 else "."),
