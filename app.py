@@ -252,7 +252,10 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
             with gr.Row():
                 preset = gr.Dropdown(DEMO.preset_choices(), value=NATIVE, label="Resolution (long side)",
                                      allow_custom_value=True, elem_id="preset")
-                aspect_ratio = gr.Radio(list(ASPECT_RATIOS), value="1:1", label="Aspect ratio", elem_id="aspect")
+                # A dropdown that takes any value, so an unknown ratio reaches the validator and its message (a
+                # Radio refuses it first, and API users would get a bare "400 Bad Request").
+                aspect_ratio = gr.Dropdown(list(ASPECT_RATIOS), value="1:1", label="Aspect ratio", elem_id="aspect",
+                                           allow_custom_value=True)
             summary = gr.Markdown(run_summary(NATIVE, "1:1", DEFAULTS.steps, DEFAULTS.guidance, "auto",
                                               DEFAULTS.source_steps, DEFAULTS.source_guidance))
             with gr.Row():

@@ -117,6 +117,8 @@ def test_compare_returns_both_images_the_seed_and_the_cost_table(client):
         (dict(prompt="a", steps=500), "steps: Steps must be a whole number from 1 to 100, got 500"),
         (dict(prompt="a", guidance=-1), "guidance: Guidance must be between 0 and 10, got -1"),
         (dict(prompt="a", seed=-3, randomize_seed=False), "seed: Seed must be a whole number"),
+        (dict(prompt="a", aspect_ratio="2:1"), "aspect_ratio: Unknown aspect ratio '2:1'"),
+        (dict(prompt="a", shift=0.1), "shift: Shift must be between 0.5 and 10, got 0.1"),
     ],
 )
 def test_bad_inputs_are_refused_before_the_queue_with_their_message(client, arguments, message):
