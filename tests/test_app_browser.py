@@ -82,8 +82,13 @@ def test_stop_says_where_it_stopped_and_clears_the_stale_preview(app_url, screen
         page.locator("#prompt textarea").fill("a yellow triangle")
         page.get_by_role("button", name="Settings ▼").click()
         steps = page.locator("#steps input[type=number]")
+        summary = page.locator("p", has_text="This run:")
+        before = summary.inner_text()
         steps.fill("100")
         steps.press("Enter")
+        expect(steps).to_have_value("100")
+        # The page has taken the new steps once its run line's estimate has moved (100 steps, ~5x the default).
+        expect(summary).not_to_have_text(before, timeout=10_000)
         page.locator("#generate").click()
         expect(page.locator("#image img")).to_have_count(1, timeout=TIMEOUT_MS)  # the first preview (~1 s in)
         page.locator("#stop").click()
