@@ -117,13 +117,15 @@ def generate(
     shift: float = DEFAULTS.shift,
     dype_lambda_s: float = DEFAULTS.dype_lambda_s,
     dype_lambda_t: float = DEFAULTS.dype_lambda_t,
+    width: int | None = None,
+    height: int | None = None,
 ):
     """Generate an image from a prompt with the L2P pixel model (no VAE).
 
     Args:
         prompt: what to draw.
         negative_prompt: what to steer away from (used when guidance > 1).
-        preset: long side: "native" (the model's own size), "1K", "2K", "4K" or "8K".
+        preset: long side: "native" (the model's own size), "1K", "2K", "4K" or "8K"; or "custom" for width x height.
         aspect_ratio: "1:1", "4:3", "3:4", "16:9" or "9:16".
         steps: denoising steps, 1 to 100.
         guidance: classifier-free guidance scale, 0 to 10 (off at 1 or below).
@@ -132,12 +134,14 @@ def generate(
         rope: position scaling past the trained size: "auto", "none", "pi", "ntk", "yarn" or "dype".
         shift: the noise schedule's shift, 0.5 to 10 (the release samples with 3; the paper found 4 best at 4K).
         dype_lambda_s, dype_lambda_t: DyPE's scale and exponent (0 to 5; 2 and 2), used when DyPE applies.
+        width, height: with preset "custom", the size in pixels (multiples of what both models accept, 16 for Z-Image).
 
     Returns:
         The image (PNG), the seed used, and a line about the run.
     """
     yield from _generate(Request.of(GENERATE_FIELDS, (prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed,
-                                                      randomize_seed, rope, shift, dype_lambda_s, dype_lambda_t)))
+                                                      randomize_seed, rope, shift, dype_lambda_s, dype_lambda_t, width,
+                                                      height)))
 
 
 def _generate(request: Request):
@@ -167,6 +171,8 @@ def compare(
     shift: float = DEFAULTS.shift,
     dype_lambda_s: float = DEFAULTS.dype_lambda_s,
     dype_lambda_t: float = DEFAULTS.dype_lambda_t,
+    width: int | None = None,
+    height: int | None = None,
     source_steps: int = DEFAULTS.source_steps,
     source_guidance: float = DEFAULTS.source_guidance,
 ):
@@ -174,7 +180,7 @@ def compare(
 
     Args:
         prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed, randomize_seed, rope, shift,
-            dype_lambda_s, dype_lambda_t: as for generate (steps, guidance and shift are the pixel model's).
+            dype_lambda_s, dype_lambda_t, width, height: as for generate (steps, guidance and shift are the pixel model's).
         source_steps: denoising steps of the latent source.
         source_guidance: guidance of the latent source, on the same neg + s (pos - neg) scale.
 
@@ -183,8 +189,8 @@ def compare(
         both images' radially averaged power spectra, the seed used, and a summary.
     """
     request = Request.of(COMPARE_FIELDS, (prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed,
-                                          randomize_seed, rope, shift, dype_lambda_s, dype_lambda_t, source_steps,
-                                          source_guidance))
+                                          randomize_seed, rope, shift, dype_lambda_s, dype_lambda_t, width, height,
+                                          source_steps, source_guidance))
     skip = gr.skip()
     try:
         for event in DEMO.compare(request):
@@ -234,9 +240,10 @@ def preset_table(aspect_ratio, steps, guidance, source_steps, source_guidance):
     return gr.skip() if table is None else pd.DataFrame(table[1], columns=table[0])
 
 
-def run_summary(preset, aspect_ratio, steps, guidance, rope, source_steps, source_guidance):
+def run_summary(preset, aspect_ratio, steps, guidance, rope, source_steps, source_guidance, width=None, height=None):
     return results.run_line(DEMO, Request("", preset=preset, aspect_ratio=aspect_ratio, steps=steps, guidance=guidance,
-                                  rope=rope, source_steps=source_steps, source_guidance=source_guidance))
+                                  rope=rope, source_steps=source_steps, source_guidance=source_guidance,
+                                  width=width, height=height))
 
 
 # -- layout ---------------------------------------------------------------------------------------------------
@@ -256,6 +263,10 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
                 # Radio refuses it first, and API users would get a bare "400 Bad Request").
                 aspect_ratio = gr.Dropdown(list(ASPECT_RATIOS), value="1:1", label="Aspect ratio", elem_id="aspect",
                                            allow_custom_value=True)
+            with gr.Row():
+                width = gr.Number(DEMO.geometry.native_side, precision=0, label="Width (preset Custom)", elem_id="width")
+                height = gr.Number(DEMO.geometry.native_side, precision=0, label="Height (preset Custom)",
+                                   elem_id="height")
             summary = gr.Markdown(run_summary(NATIVE, "1:1", DEFAULTS.steps, DEFAULTS.guidance, "auto",
                                               DEFAULTS.source_steps, DEFAULTS.source_guidance))
             with gr.Row():
@@ -321,7 +332,7 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
                 cache_examples=True, cache_mode="lazy", label="Examples (at the native size, seed 0)")
 
     generate_inputs = [prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed, randomize_seed, rope, shift,
-                       dype_lambda_s, dype_lambda_t]
+                       dype_lambda_s, dype_lambda_t, width, height]
     compare_inputs = [*generate_inputs, source_steps, source_guidance]
     generate_event = gr.on(
         [generate_button.click, prompt.submit], generate, generate_inputs, [image, seed_used, details, progress],
@@ -343,7 +354,7 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
     gr.on([c.change for c in cost_inputs], preset_table, cost_inputs, presets_table, queue=False,
           api_visibility="private", show_progress="hidden")
     prompt.change(DEMO.vocabulary_note, prompt, vocabulary, queue=False, api_visibility="private", show_progress="hidden")
-    summary_inputs = [preset, aspect_ratio, steps, guidance, rope, source_steps, source_guidance]
+    summary_inputs = [preset, aspect_ratio, steps, guidance, rope, source_steps, source_guidance, width, height]
     gr.on([c.change for c in summary_inputs], run_summary, summary_inputs, summary, queue=False,
           api_visibility="private", show_progress="hidden")
 

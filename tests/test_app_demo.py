@@ -102,7 +102,7 @@ def test_auto_rope_is_dype_only_past_the_trained_grid():
 def test_default_size_is_the_models_native_size(demo):
     assert demo.geometry.native_side == 256
     assert demo.size(demo.defaults.preset, demo.defaults.aspect_ratio) == (256, 256)
-    assert [value for _, value in demo.preset_choices()] == list(PRESETS)
+    assert [value for _, value in demo.preset_choices()] == [*PRESETS, "custom"]
     assert demo.preset_choices()[0][0] == "Native · 256 px · native"
     assert demo.preset_choices()[1][0] == "1K · 1024 px · zero-shot"
 
@@ -245,7 +245,7 @@ def test_no_cost_model_means_no_estimate_and_no_memory_check(assets):
         (dict(prompt="red " * 600), "prompt", "The prompt is 600 tokens long; the text encoder reads at most 507 tokens "
                                                 "of it (512 with its chat template). Shorten it by 93 tokens."),
         (dict(negative_prompt="red " * 510), "negative_prompt", "The negative prompt is 510 tokens long"),
-        (dict(preset="16K"), "preset", "Unknown resolution preset '16K'; choose one of: native, 1K, 2K, 4K, 8K."),
+        (dict(preset="16K"), "preset", "Unknown resolution preset '16K'; choose one of: native, 1K, 2K, 4K, 8K, custom."),
         (dict(aspect_ratio="2:1"), "aspect_ratio", "Unknown aspect ratio '2:1'; choose one of: 1:1, 4:3, 3:4, 16:9, 9:16."),
         (dict(rope="rotary"), "rope", "Unknown RoPE strategy 'rotary'; choose one of: auto, none, pi, ntk, yarn, dype."),
         (dict(steps=0), "steps", "Steps must be a whole number from 1 to 100, got 0."),
@@ -524,3 +524,13 @@ def test_estimates_follow_what_runs_measure_here(assets):
     larger = demo.plan(dataclasses.replace(request, preset="1K")).estimate.seconds
     assert larger > after  # the scale moves, the size terms stay
     assert "times rescaled by the last run here (pixel model ×" in results.run_line(demo, request)
+
+
+def test_free_width_and_height_with_the_nearest_valid_sizes(demo):
+    odd = demo.plan(Request("a red circle", preset="custom", width=200, height=120, steps=STEPS))
+    assert odd.problems["width"] == ("Width 200 is not a multiple of 16 px (what both models accept); nearest valid: "
+                                     "192 or 208.")
+    assert "nearest valid: 112 or 128" in odd.problems["height"]
+    assert "Height must be from 16 to 8192 px" in demo.plan(Request("a", preset="custom", width=64, height=9000)).problems["height"]
+    result = list(demo.generate(Request("a red circle", preset="custom", width=192, height=96, steps=STEPS)))[-1]
+    assert result.image.size == (192, 96) and (result.width, result.height) == (192, 96)

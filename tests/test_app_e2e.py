@@ -75,6 +75,13 @@ def test_downloaded_pngs_carry_their_settings(client):
     assert png(source).text["seed"] == png(pixel).text["seed"] == "3"
 
 
+def test_free_width_and_height(client):
+    path, *_ = client.predict(prompt="a red circle", preset="custom", width=160, height=96, steps=STEPS, api_name="/generate")
+    assert png(path).size == (160, 96)
+    with pytest.raises(ValidationError, match="width: Width 150 is not a multiple of 16 px .* nearest valid: 144 or 160"):
+        client.predict(prompt="a red circle", preset="custom", width=150, height=96, api_name="/generate")
+
+
 def test_advanced_settings_change_the_image_and_are_checked(client):
     def image(**settings):
         path, *_ = client.predict(prompt="a red circle", steps=STEPS, seed=8, randomize_seed=False, api_name="/generate",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ..rope import RopeScaling
 from ..sampling import RELEASE_SAMPLING
-from .presets import ASPECT_RATIOS, NATIVE, PRESETS, ROPE_CHOICES, Geometry, image_size
+from .presets import ASPECT_RATIOS, CUSTOM, NATIVE, PRESETS, ROPE_CHOICES, Geometry, custom_side_problem, image_size
 from .results import format_bytes, format_seconds
 
 MAX_SEED = 2**31 - 1
@@ -46,6 +46,9 @@ class Request:
     shift: float | None = None
     dype_lambda_s: float = RopeScaling.dype_lambda_s
     dype_lambda_t: float = RopeScaling.dype_lambda_t
+    # With preset "custom": the size itself (each a multiple of what both models accept).
+    width: int | None = None
+    height: int | None = None
 
     @classmethod
     def of(cls, fields, values, named=None) -> "Request":
@@ -61,7 +64,7 @@ class Request:
 
 # The inputs of Generate and Compare, in the order the page sends them.
 GENERATE_FIELDS = ("prompt", "negative_prompt", "preset", "aspect_ratio", "steps", "guidance", "seed", "randomize_seed",
-                   "rope", "shift", "dype_lambda_s", "dype_lambda_t")
+                   "rope", "shift", "dype_lambda_s", "dype_lambda_t", "width", "height")
 COMPARE_FIELDS = (*GENERATE_FIELDS, "source_steps", "source_guidance")
 SHIFT_RANGE = (0.5, 10.0)
 DYPE_RANGE = (0.0, 5.0)
@@ -198,9 +201,10 @@ class Planner:
                                       source_guidance=_or(request.source_guidance, request.guidance))
         found = self._field_problems(request, kind)
         parts: dict = {}
-        if not {"preset", "aspect_ratio"} & found.keys():
+        size_fields = {"preset", "aspect_ratio", "width", "height"}
+        if not size_fields & found.keys():
             parts = self._size_parts(request, kind, rope_known="rope" not in found)
-        if not ({"preset", "aspect_ratio", "steps", "guidance", "source_steps", "source_guidance"} & found.keys()):
+        if not ((size_fields | {"steps", "guidance", "source_steps", "source_guidance"}) & found.keys()):
             message = self._cost_problem(parts["width"], parts["height"], parts["estimates"])
             if message:
                 found["preset"] = message
@@ -211,12 +215,17 @@ class Planner:
                 source_guidance=float(request.source_guidance),
                 shift=None if request.shift is None else float(request.shift),
                 dype_lambda_s=float(request.dype_lambda_s), dype_lambda_t=float(request.dype_lambda_t),
+                width=int(request.width) if request.preset == CUSTOM else None,
+                height=int(request.height) if request.preset == CUSTOM else None,
             )
         return Plan(request, kind, found, **parts)
 
     def _size_parts(self, request: Request, kind: str, rope_known: bool) -> dict:
         g = self.geometry
-        width, height = image_size(request.preset, request.aspect_ratio, g)
+        if request.preset == CUSTOM:
+            width, height = int(request.width), int(request.height)
+        else:
+            width, height = image_size(request.preset, request.aspect_ratio, g)
         parts = {"width": width, "height": height, "estimates": {}, "estimate": None,
                  "native": {pipeline: g.is_native(width, height, pipeline) for pipeline in ("pixel", "source")}}
         if rope_known:
@@ -260,8 +269,14 @@ class Planner:
         message = self._prompt_problem(request.negative_prompt, "negative prompt", required=False)
         if message:
             found["negative_prompt"] = message
-        if request.preset not in PRESETS:
-            found["preset"] = f"Unknown resolution preset {request.preset!r}; choose one of: {', '.join(PRESETS)}."
+        if request.preset == CUSTOM:
+            for name in ("width", "height"):
+                message = custom_side_problem(name, getattr(request, name), self.geometry)
+                if message:
+                    found[name] = message
+        elif request.preset not in PRESETS:
+            found["preset"] = (f"Unknown resolution preset {request.preset!r}; choose one of: "
+                               f"{', '.join((*PRESETS, CUSTOM))}.")
         if request.aspect_ratio not in ASPECT_RATIOS:
             found["aspect_ratio"] = (f"Unknown aspect ratio {request.aspect_ratio!r}; choose one of: "
                                      f"{', '.join(ASPECT_RATIOS)}.")

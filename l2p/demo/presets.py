@@ -15,12 +15,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..sizes import native_side, pixels_per_token
+from ..sizes import native_side, nearest_multiples, pixels_per_token
 
 NATIVE = "native"
 # Long side in pixels.
 PRESET_SIDES = {"1K": 1024, "2K": 2048, "4K": 4096, "8K": 8192}
 PRESETS = (NATIVE, *PRESET_SIDES)
+# Any width and height, each a multiple of `Geometry.multiple` up to the 8K preset's side.
+CUSTOM = "custom"
+MAX_SIDE = PRESET_SIDES["8K"]
 ASPECT_RATIOS = {"1:1": (1, 1), "4:3": (4, 3), "3:4": (3, 4), "16:9": (16, 9), "9:16": (9, 16)}
 # "auto" picks DyPE past the trained grid and plain positions inside it; "none" never rescales.
 ROPE_CHOICES = ("auto", "none", "pi", "ntk", "yarn", "dype")
@@ -93,6 +96,21 @@ def image_size(preset: str, aspect_ratio: str, geometry: Geometry) -> tuple[int,
     return snap(side * across / down, geometry.multiple), side
 
 
+def custom_side_problem(name: str, value, geometry: Geometry) -> str | None:
+    """What is wrong with a free width or height, naming the nearest valid sizes."""
+    multiple = geometry.multiple
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value != int(value):
+        return f"{name.capitalize()} must be a whole number of pixels, got {value!r}."
+    value = int(value)
+    if not multiple <= value <= MAX_SIDE:
+        return f"{name.capitalize()} must be from {multiple} to {MAX_SIDE} px, got {value}."
+    if value % multiple:
+        below, above = nearest_multiples(value, multiple)
+        return (f"{name.capitalize()} {value} is not a multiple of {multiple} px (what both models accept); "
+                f"nearest valid: {below} or {above}.")
+    return None
+
+
 def is_native(width: int, height: int, patch_size: int, trained_grid: int) -> bool:
     """True when the longer side spans no more tokens than the model was trained at."""
     return math.ceil(max(width, height) / patch_size) <= trained_grid
@@ -109,6 +127,8 @@ def resolve_rope(choice: str, width: int, height: int, patch_size: int, trained_
 
 def preset_label(preset: str, geometry: Geometry) -> str:
     """E.g. "4K · 4096 px · zero-shot" (long side; native or zero-shot for the loaded model)."""
+    if preset == CUSTOM:
+        return f"Custom · width × height below (multiples of {geometry.multiple})"
     side = long_side(preset, geometry)
     status = "native" if side <= geometry.native_side else "zero-shot"
     name = "Native" if preset == NATIVE else preset

@@ -19,7 +19,7 @@ from .config import DemoConfig, run_time_limit
 from .errors import DemoError
 from .loading import LoadedModels, load_cost_model, load_models
 from .plan import Plan, Planner, Request
-from .presets import ASPECT_RATIOS, NATIVE, PRESETS, Geometry, image_size, preset_label
+from .presets import ASPECT_RATIOS, CUSTOM, NATIVE, PRESETS, Geometry, image_size, preset_label
 from .results import CompareResult, GenerateResult, Preview, SourceDone
 from .runs import PREVIEW_INTERVAL_S, compare_run, generate_run
 from .worker import explain_failure, stream
@@ -133,7 +133,7 @@ class Demo:
         return results.vocabulary_line(unknown, known)
 
     def preset_choices(self) -> list[tuple[str, str]]:
-        return [(preset_label(preset, self.geometry), preset) for preset in PRESETS]
+        return [(preset_label(preset, self.geometry), preset) for preset in (*PRESETS, CUSTOM)]
 
     def size(self, preset: str, aspect_ratio: str) -> tuple[int, int]:
         return image_size(preset, aspect_ratio, self.geometry)
