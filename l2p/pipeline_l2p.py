@@ -113,6 +113,9 @@ class L2PPipeline(DiffusionPipeline, ZImageLoraLoaderMixin):
             raise ValueError("not a LoRA checkpoint: expected keys with lora_A / lora_B (diffusers' LoRA format)")
         blocks = self.transformer.source_blocks
         kept, skipped = split_by_source_blocks(state_dict, blocks)
+        if not blocks:
+            raise ValueError("this pixel model has no source blocks (all its blocks were trained for pixels, "
+                             "config n_shallow): a latent model's LoRA applies nowhere in it")
         if not kept:
             raise ValueError(
                 f"none of this LoRA's {len(skipped)} adapted modules is in the pixel model's source blocks "
@@ -148,7 +151,7 @@ class L2PPipeline(DiffusionPipeline, ZImageLoraLoaderMixin):
     def push_to_hub(self, repo_id: str, base_model: str | None = None, commit_message: str | None = None,
                     private: bool | None = None, token: str | None = None, create_pr: bool = False):
         """Save this pipeline with its model card and upload it to the Hub repository `repo_id` (created if
-        missing); returns the commit URL. Loading it back needs no `trust_remote_code`: `pip install l2p`."""
+        missing); returns the commit URL. Loading it back needs the l2p package installed, never `trust_remote_code`."""
         from huggingface_hub import create_repo, upload_folder
 
         repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
