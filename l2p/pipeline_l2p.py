@@ -90,11 +90,13 @@ class L2PPipeline(DiffusionPipeline, ZImageLoraLoaderMixin):
         `text_encoder_source` is a Z-Image pipeline folder or Hub id with `text_encoder/` and `tokenizer/`.
         """
         transformer = L2PTransformer2DModel.from_single_file(checkpoint, filename, torch_dtype=torch_dtype, config=config)
-        text_encoder = AutoModel.from_pretrained(
-            text_encoder_source, subfolder="text_encoder", dtype=torch_dtype or torch.float32
-        ).eval()
-        tokenizer = AutoTokenizer.from_pretrained(text_encoder_source, subfolder="tokenizer")
-        return cls(cls.default_scheduler(), text_encoder, tokenizer, transformer)
+        return cls(cls.default_scheduler(), *cls.text_encoder_from(text_encoder_source, torch_dtype), transformer)
+
+    @staticmethod
+    def text_encoder_from(source: str, torch_dtype: torch.dtype | None = None):
+        """(text encoder, tokenizer) of a Z-Image pipeline folder or Hub id (its `text_encoder/` and `tokenizer/`)."""
+        text_encoder = AutoModel.from_pretrained(source, subfolder="text_encoder", dtype=torch_dtype or torch.float32).eval()
+        return text_encoder, AutoTokenizer.from_pretrained(source, subfolder="tokenizer")
 
     # -- LoRA ---------------------------------------------------------------------------------------------
     def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name: str | None = None, hotswap=False, **kwargs):

@@ -167,11 +167,7 @@ def _load_pair(source_location: str, pixel_location: str | None, config: DemoCon
         if shared:
             text_encoder, tokenizer = source.text_encoder, source.tokenizer
         else:
-            from transformers import AutoModel, AutoTokenizer
-
-            text_encoder = attempt(label["text_encoder"], lambda: AutoModel.from_pretrained(
-                encoder_location, subfolder="text_encoder", dtype=dtype))
-            tokenizer = attempt(label["text_encoder"], lambda: AutoTokenizer.from_pretrained(encoder_location, subfolder="tokenizer"))
+            text_encoder, tokenizer = attempt(label["text_encoder"], lambda: L2PPipeline.text_encoder_from(encoder_location, dtype))
         check_caption_width(transformer, text_encoder, label["source" if shared else "text_encoder"])
         pixel = L2PPipeline(L2PPipeline.default_scheduler(), text_encoder.eval(), tokenizer, transformer)
         pixel_name = f"{config.checkpoint}" + (f" ({config.checkpoint_file})" if config.checkpoint_file else "")

@@ -115,8 +115,10 @@ class Demo:
             return list(self.config.examples)
         return list(TOY_EXAMPLES if self.toy else FULL_EXAMPLES)
 
+    @functools.cached_property
     def known_words(self) -> list[str]:
-        """A toy-scale model's vocabulary (its tokenizer's words, without special tokens and punctuation)."""
+        """A toy-scale model's vocabulary (its tokenizer's words, without special tokens and punctuation), read
+        once: the note below runs on every keystroke of the prompt."""
         special = set(self.tokenizer.all_special_tokens) | set(ROLE_WORDS)
         return sorted(w for w in self.tokenizer.get_vocab() if w not in special and w.isalpha())
 
@@ -125,7 +127,7 @@ class Demo:
         "" for a full-scale model or a prompt of known words only."""
         if not self.toy or not prompt.strip():
             return ""
-        known = self.known_words()
+        known = self.known_words
         words = [w for w, _ in self.tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(prompt.lower()) if w.isalpha()]
         unknown = list(dict.fromkeys(w for w in words if w not in known))
         if not unknown:
