@@ -61,29 +61,92 @@ def test_bad_configs_fail_before_any_work_naming_the_field(source_dir, tmp_path,
     assert not (tmp_path / "run").exists()
 
 
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_CONFIG), "--num_processes", "2", "-m"]
+
+
+def run_until_killed(command, killed_dir, checkpoint="checkpoint-0000002"):
+    """Start a training command, kill it (its whole process group) once `checkpoint` exists, then resume it."""
+    process = subprocess.Popen(command, cwd=ROOT, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.time() + 180
+    while not (killed_dir / checkpoint).exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed_dir / "checkpoint-0000006").exists(), "the run finished before it could be killed"
+    resumed = subprocess.run(command + ["--resume"], cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+
+
+def assert_same_tensors(expected_dir, got_dir, names):
+    for name in names:
+        expected, got = load_file(str(expected_dir / name)), load_file(str(got_dir / name))
+        assert expected.keys() == got.keys()
+        for key in expected:
+            assert torch.equal(expected[key], got[key]), (name, key)
+
+
 @pytest.mark.parametrize("kind", ["pixel", "latent"])
 def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(source_dir, tmp_path, kind):
     # The latent (toy source) run also keeps an EMA and a semantic-alignment probe, both restored on resume.
     extra = {"ema_decay": 0.9} if kind == "pixel" else {"model.kind": "latent", "ema_decay": 0.9, "flow.semantic_weight": 1.0}
     straight = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "straight", **extra)))
-    command = [sys.executable, "-m", "training.train", *pixel_overrides(source_dir, tmp_path / "killed", **extra)]
-    process = subprocess.Popen(command, cwd=ROOT, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (tmp_path / "killed" / "checkpoint-0000002").exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (tmp_path / "killed" / "checkpoint-0000006").exists(), "the run finished before it could be killed"
-    resumed = subprocess.run(command + ["--resume"], cwd=ROOT, env=environment(), capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resumed from" in resumed.stdout
+    run_until_killed([sys.executable, "-m", "training.train", *pixel_overrides(source_dir, tmp_path / "killed", **extra)], tmp_path / "killed")
     files = ["trainable.safetensors", "ema.safetensors"] + (["semantic-probe.safetensors"] if kind == "latent" else [])
-    for name in files:
-        expected = load_file(str(straight / name))
-        got = load_file(str(tmp_path / "killed" / "checkpoint-0000006" / name))
-        assert expected.keys() == got.keys()
-        for key in expected:
-            assert torch.equal(expected[key], got[key]), (name, key)
+    assert_same_tensors(straight, tmp_path / "killed" / "checkpoint-0000006", files)
+    # The checkpoint's layout (training.checkpoints): accelerate's own state beside the trained tensors, no staging left.
+    state = straight / "accelerate"
+    assert (state / "model.safetensors").is_file() and (state / "optimizer.bin").is_file()
+    assert not list(straight.parent.glob(".checkpoint-*"))
+
+
+def test_two_process_run_killed_and_resumed_ends_bit_identical(source_dir, tmp_path):
+    args = {"ema_decay": 0.9, "log_with": "none"}
+    straight = subprocess.run(LAUNCH + ["training.train", *pixel_overrides(source_dir, tmp_path / "straight", **args)],
+                              cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    run_until_killed(LAUNCH + ["training.train", *pixel_overrides(source_dir, tmp_path / "killed", **args)], tmp_path / "killed")
+    final = "checkpoint-0000006"
+    assert_same_tensors(tmp_path / "straight" / final, tmp_path / "killed" / final, ["trainable.safetensors", "ema.safetensors"])
+    # Each process's RNG state is part of the checkpoint.
+    assert sorted(p.name for p in (tmp_path / "killed" / final / "accelerate").glob("random_states_*")) == ["random_states_0.pkl", "random_states_1.pkl"]
+
+
+def test_gradient_accumulation_takes_the_same_step_as_one_large_batch(source_dir, tmp_path):
+    # batch 1 x 2 micro-batches draws, noises and averages the same items as one batch of 2.
+    split_args = {"optim.batch_size": 1, "optim.gradient_accumulation_steps": 2}
+    whole = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "whole", max_steps=2, checkpoint_every=1, log_with="none")))
+    split = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "split", max_steps=2, log_with="none", **split_args)))
+    expected, got = load_file(str(whole / "trainable.safetensors")), load_file(str(split / "trainable.safetensors"))
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-5)
+    after_one = load_file(str(tmp_path / "whole" / "checkpoint-0000001" / "trainable.safetensors"))
+    assert any(not torch.allclose(after_one[key], expected[key]) for key in expected), "the second step changed nothing"
+
+
+def test_tensorboard_log_holds_loss_lr_throughput_and_sample_images(source_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "run", max_steps=4, sample_every=2)))
+    events = EventAccumulator(str(next((tmp_path / "run" / "logs" / "train").glob("events.out.tfevents.*")).parent)).Reload()
+    tags = events.Tags()
+    assert {"loss", "lr", "steps_per_s", "samples_per_s"} <= set(tags["scalars"])
+    assert [event.step for event in events.Scalars("loss")] == [1, 2, 3, 4]
+    assert events.Scalars("lr")[-1].value == pytest.approx(1e-3)
+    assert all(event.value > 0 for event in events.Scalars("samples_per_s"))
+    assert "samples" in tags["images"] and [event.step for event in events.Images("samples")] == [2, 4, 4]
+
+
+def test_fsdp_config_on_a_cpu_machine_is_refused_rather_than_run_unsharded(source_dir, tmp_path):
+    # accelerate sets FSDP up only on an accelerator device; on a CPU it would quietly run plain data parallel.
+    fsdp = ROOT / "training" / "configs" / "accelerate" / "8gpu-fsdp.yaml"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(fsdp), "--num_processes", "2", "-m"]
+    result = subprocess.run(launch + ["training.train", *pixel_overrides(source_dir, tmp_path / "run")],
+                            cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "asks for FSDP but accelerate set up MULTI_CPU" in result.stderr
+    assert not (tmp_path / "run" / "checkpoint-0000002").exists()
 
 
 def test_frozen_middle_stays_frozen_and_merge_writes_a_loadable_release_file(source_dir, tmp_path):
@@ -129,7 +192,7 @@ def test_scratch_baseline_trains_every_weight_and_its_checkpoint_alone_rebuilds_
     source_q = transferred.state_dict()["layers.1.attention.to_q.weight"]
     assert not torch.allclose(trained["layers.1.attention.to_q.weight"], source_q)
 
-    from training.train import load_trained
+    from training.checkpoints import load_trained
 
     load_trained(transferred, last)  # over a transfer-initialised model, as `evaluate toy-curve` does
     for name, tensor in transferred.state_dict().items():
@@ -176,7 +239,7 @@ def test_two_cpu_processes_synthesize_disjoint_shards_and_train(source_dir, tmp_
     prompts = tmp_path / "prompts.jsonl"
     assert toy_prompts(5, seed=0, out=prompts) == 5
     corpus = tmp_path / "corpus"
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_CONFIG), "--num_processes", "2", "-m"]
+    launch = LAUNCH
     synth = subprocess.run(
         launch + ["training.synthesize", f"source={source_dir}", f"prompts={prompts}", f"output_dir={corpus}",
                   "seeds_per_prompt=2", "height=64", "width=64", "steps=2", "batch_size=2", "threads=1"],

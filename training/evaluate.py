@@ -30,7 +30,7 @@ from l2p.toyworld import partial_credit, sample_prompts, score
 
 from .files import atomic_file
 from .toy_data import toy_batch
-from .train import checkpoint_step, checkpoints, load_trained
+from .checkpoints import checkpoint_step, checkpoints, load_trained
 from .vae import HELD_OUT_SEED_OFFSET, psnr, reconstruct
 
 # Evaluation prompts and seeds start here: training draws its toy renders from other seed streams

@@ -13,7 +13,6 @@ as the release stores them.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -24,13 +23,13 @@ from l2p import L2PPipeline, L2PTransformer2DModel
 from l2p.sampling import RELEASE_SAMPLING, SamplingSettings, l2p_guidance, read_sampling, write_sampling
 
 from .files import atomic_directory, atomic_path
-from .train import load_trained, retrained_blocks
+from .checkpoints import load_trained, run_config
+from .train import retrained_blocks
 
 
 def merged_transformer(checkpoint: Path) -> tuple[L2PTransformer2DModel, ZImagePipeline, set[str]]:
     """The pixel model with the run's trained subset laid over it, its source, and the trained tensor names."""
-    meta = json.loads((checkpoint / "state.json").read_text())
-    model_config = meta["config"]["model"]
+    model_config = run_config(checkpoint)["model"]
     if model_config["kind"] != "pixel":
         raise ValueError(f"{checkpoint} is a {model_config['kind']} run; merge is for pixel (transfer) runs")
     source = ZImagePipeline.from_pretrained(model_config["source"], dtype=torch.float32)
@@ -74,7 +73,7 @@ def merge(checkpoint: str | Path, file: str | Path | None, pipeline: str | Path 
         with atomic_path(file) as staging:
             save_file(release_state_dict(model, frozen, release_dtypes), str(staging), metadata={"format": "pt"})
     if pipeline is not None:
-        config = json.loads((checkpoint / "state.json").read_text())["config"]
+        config = run_config(checkpoint)
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(L2PPipeline.default_scheduler().config, shift=config["flow"]["shift"])
         pipe = L2PPipeline(scheduler, source.text_encoder, source.tokenizer, model.to(storage_dtype))
         sampling = pixel_sampling(model, config["model"]["source"], steps, guidance)

@@ -21,12 +21,12 @@ from pathlib import Path
 from safetensors import safe_open
 
 from .files import atomic_file
-from .train import checkpoints
+from .checkpoints import TRAINED_FILE, checkpoints, run_config
 
 
 def parameter_count(folder: Path) -> int:
     """The number of parameters a checkpoint's trained tensors hold, read from the file's header only."""
-    with safe_open(str(folder / "trainable.safetensors"), "pt") as tensors:
+    with safe_open(str(folder / TRAINED_FILE), "pt") as tensors:
         return sum(math.prod(tensors.get_slice(name).get_shape()) for name in tensors.keys())
 
 
@@ -56,7 +56,7 @@ def summarize(run: Path, at: list[int], window: int) -> dict:
     found = checkpoints(run)
     if not found:
         raise FileNotFoundError(f"{run} has no checkpoint-* folders")
-    config = json.loads((found[-1] / "state.json").read_text())["config"]
+    config = run_config(found[-1])
     rows = list(csv.DictReader(open(run / "log.csv")))
     trained = parameter_count(found[-1])
     total = model_parameter_count(config) if config["model"]["kind"] == "pixel" else trained

@@ -33,7 +33,7 @@ from diffusers import ZImagePipeline
 
 from l2p.sampling import SAMPLING_FILE
 
-from . import components, merge, prompts, synthesize, text_encoder, train, vae
+from . import checkpoints, components, merge, prompts, synthesize, text_encoder, train, vae
 from .config import load_config
 from .files import atomic_directory, atomic_file
 
@@ -160,16 +160,16 @@ class Build:
         elif stage == "transfer":
             train.run(self.transfer_config(), resume=True)
         elif stage == "merge":
-            merge.merge(train.latest_checkpoint(L.transfer_run), L.merged_file, L.pixel, storage_dtype=ASSET_DTYPE)
+            merge.merge(checkpoints.latest_checkpoint(L.transfer_run), L.merged_file, L.pixel, storage_dtype=ASSET_DTYPE)
 
 
 def export_source(source_run: Path, components_dir: Path, target: Path) -> None:
     """The components folder with the trained DiT (its EMA when the run kept one) in place of the fresh one."""
-    last = train.latest_checkpoint(source_run)
+    last = checkpoints.latest_checkpoint(source_run)
     if last is None:
         raise FileNotFoundError(f"no checkpoint in {source_run}; run the source stage first")
     pipe = ZImagePipeline.from_pretrained(components_dir)
-    trained = train.load_trained(pipe.transformer, last)
+    trained = checkpoints.load_trained(pipe.transformer, last)
     if trained != set(pipe.transformer.state_dict()):
         raise ValueError(f"{last} does not hold every DiT tensor; was it written by a latent (source) run?")
     pipe.transformer.to(ASSET_DTYPE)

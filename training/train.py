@@ -7,16 +7,19 @@
 scratch, for the comparison run), freezes it with `freeze_for_transfer`, and trains on the synthetic corpus.
 `model.kind: latent` trains a Z-Image DiT on VAE latents: the toy world's tiny source model.
 
-Checkpoints (every `checkpoint_every` steps, written atomically) hold the trainable parameters, the
-optimizer state and the step, all as safetensors + JSON; batches, noise and timesteps are pure functions
-of (seed, rank, step), so `--resume` continues exactly where an uninterrupted run would be.
+Checkpoints (every `checkpoint_every` steps, written atomically; layout in `training.checkpoints`) hold
+accelerate's own state (model, optimizer, RNG: valid under DDP, FSDP and DeepSpeed) beside the trained tensors
+as safetensors; batches, noise and timesteps are pure functions of (seed, rank, step), so `--resume`
+continues exactly where an uninterrupted run would be.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,17 +27,20 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from diffusers import ZImagePipeline, ZImageTransformer2DModel
 from diffusers.training_utils import EMAModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from l2p import L2PPipeline, L2PTransformer2DModel, freeze_for_transfer
 from l2p.toyworld import layout_prompt
 from l2p.transfer import POLICIES
 
+from . import checkpoints
+from .checkpoints import latest_checkpoint
 from .config import ConfigError, parse_command_line, to_dict
 from .data import ImageFolderCorpus, ToyCorpus, step_rng
-from .files import atomic_directory, atomic_file
+from .files import atomic_file
 from .flow import flow_matching_loss, noised, sigma_grid
 from .initialization import adaln_zero_init
 from .semantic import SemanticProbe, token_labels
@@ -72,7 +78,9 @@ class OptimConfig:
     # "constant" after warm-up (the release's recipe) or "cosine" down to a tenth at max_steps: short runs,
     # like the toy source's, end better when the last steps take small ones.
     schedule: str = "constant"
-    batch_size: int = 1  # per process
+    batch_size: int = 1  # per process and forward pass
+    # Micro-batches of `batch_size` a step: a process's step sees batch_size x gradient_accumulation_steps items.
+    gradient_accumulation_steps: int = 1
     grad_clip: float = 1.0
 
 
@@ -111,6 +119,11 @@ class TrainConfig:
     sample_prompts: list[str] = field(default_factory=lambda: ["a red circle", "two blue squares"])
     sample_steps: int = 20
     threads: int = 0
+    # accelerate's tracker for loss, LR, throughput and the sample grids (under output_dir/logs); "none" = off.
+    log_with: str = "tensorboard"
+
+
+TRACKERS = ("tensorboard", "wandb", "none")
 
 
 def learning_rate(optim: OptimConfig, step: int, max_steps: int) -> float:
@@ -152,12 +165,10 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError("flow.object_weight and flow.semantic_weight must be >= 0")
     if not 0 <= config.ema_decay < 1:
         raise ConfigError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
-    if config.max_steps < 1 or config.optim.batch_size < 1:
-        raise ConfigError("max_steps and optim.batch_size must be positive")
-
-
-EMA_FILE = "ema.safetensors"
-PROBE_FILE = "semantic-probe.safetensors"
+    if config.max_steps < 1 or config.optim.batch_size < 1 or config.optim.gradient_accumulation_steps < 1:
+        raise ConfigError("max_steps, optim.batch_size and optim.gradient_accumulation_steps must be positive")
+    if config.log_with not in TRACKERS:
+        raise ConfigError(f"log_with must be one of {list(TRACKERS)}, got {config.log_with!r}")
 
 
 def retrained_blocks(init: str, n_shallow: int, source_transformer) -> int:
@@ -266,8 +277,12 @@ class Trainer:
 
     # -- one step ---------------------------------------------------------------------------------------
     def train_step(self) -> float:
+        """One optimizer step over `batch_size x gradient_accumulation_steps` items a process, drawn, captioned
+        and noised as one batch, then run forward and backward in micro-batches of `batch_size`: accumulating
+        changes the peak memory, not which items, noise or timesteps a step sees."""
         c, rank = self.config, self.accelerator.process_index
-        items = self.corpus.batch(self.step, rank, c.optim.batch_size)
+        micro, chunks = c.optim.batch_size, c.optim.gradient_accumulation_steps
+        items = self.corpus.batch(self.step, rank, micro * chunks)
         generator = torch.Generator().manual_seed(int(step_rng(c.seed, rank, self.step).integers(2**62)))
         prompts = [
             "" if torch.rand((), generator=generator) < c.data.caption_dropout else item.prompt for item in items
@@ -278,13 +293,20 @@ class Trainer:
         noise = torch.stack([torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(item.seed + self.step)) for item in items])
         sigma = self.sigmas[torch.randint(len(self.sigmas), (len(items),), generator=generator)]
         noise, sigma = noise.to(x0.device), sigma.to(x0.device)
-        with self.accelerator.autocast():
-            prediction = self.predict(noised(x0, noise, sigma), 1 - sigma, captions)
-        loss = flow_matching_loss(prediction, x0, noise, weights)
-        if self.probe is not None:
-            loss = loss + c.flow.semantic_weight * self.probe.loss(self.token_labels(items, x0.shape[-2:]))
         self.optimizer.zero_grad(set_to_none=True)
-        self.accelerator.backward(loss)
+        total = 0.0
+        for k in range(chunks):
+            part = slice(k * micro, (k + 1) * micro)
+            # Gradients are exchanged between processes once a step, on the last micro-batch.
+            sync = contextlib.nullcontext() if k == chunks - 1 else self.accelerator.no_sync(self.model)
+            with sync:
+                with self.accelerator.autocast():
+                    prediction = self.predict(noised(x0[part], noise[part], sigma[part]), 1 - sigma[part], captions[part])
+                loss = flow_matching_loss(prediction, x0[part], noise[part], None if weights is None else weights[part])
+                if self.probe is not None:
+                    loss = loss + c.flow.semantic_weight * self.probe.loss(self.token_labels(items[part], x0.shape[-2:]))
+                self.accelerator.backward(loss / chunks)
+            total += loss.detach() / chunks
         if c.optim.grad_clip:
             self.accelerator.clip_grad_norm_(self.model.parameters(), c.optim.grad_clip)
         for group in self.optimizer.param_groups:
@@ -293,67 +315,40 @@ class Trainer:
         if self.ema is not None:
             self.ema.step(self.trainable_parameters())
         self.step += 1
-        return self.accelerator.reduce(loss.detach(), reduction="mean").item()
+        return self.accelerator.reduce(total, reduction="mean").item()
 
-    # -- checkpoints ------------------------------------------------------------------------------------
+    # -- checkpoints (layout and writing: training.checkpoints) ---------------------------------------
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         params = dict(self.accelerator.unwrap_model(self.model).named_parameters())
         return [params[name] for name in self.names]
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        return {name: p.detach().cpu().contiguous() for name, p in zip(self.names, self.trainable_parameters())}
-
-    def ema_state(self) -> dict[str, torch.Tensor]:
-        return {name: p.detach().cpu().contiguous() for name, p in zip(self.names, self.ema.shadow_params)}
+        # Gathered whole from every process (a no-op copy unless the model is sharded); every process calls it.
+        state = self.accelerator.get_state_dict(self.model)
+        return {name: state[name].detach().cpu().contiguous() for name in self.names} if state else {}
 
     def save_checkpoint(self) -> Path:
-        folder = Path(self.config.output_dir) / f"checkpoint-{self.step:07d}"
-        if self.accelerator.is_main_process:
-            state = getattr(self.optimizer, "optimizer", self.optimizer).state_dict()
-            tensors, scalars = {}, {}
-            for index, values in state["state"].items():
-                for key, value in values.items():
-                    if torch.is_tensor(value):
-                        tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
-                    else:
-                        scalars[f"{index}.{key}"] = value
-            with atomic_directory(folder) as staging:
-                save_file(self.trainable_state(), str(staging / "trainable.safetensors"))
-                save_file(tensors, str(staging / "optimizer.safetensors"))
-                meta = {"step": self.step, "param_groups": state["param_groups"], "scalars": scalars, "config": to_dict(self.config)}
-                if self.ema is not None:
-                    save_file(self.ema_state(), str(staging / EMA_FILE))
-                    meta["ema_step"] = self.ema.optimization_step
-                if self.probe is not None:  # a training aid, not part of the model; kept for exact resume
-                    save_file({k: v.detach().cpu().contiguous() for k, v in self.probe.state_dict().items()}, str(staging / PROBE_FILE))
-                (staging / "state.json").write_text(json.dumps(meta, indent=1))
-        self.accelerator.wait_for_everyone()
-        return folder
+        meta = {"step": self.step, "config": to_dict(self.config)}
+        ema = probe = None
+        if self.ema is not None:
+            ema = {name: p.detach().cpu().contiguous() for name, p in zip(self.names, self.ema.shadow_params)}
+            meta["ema_step"] = self.ema.optimization_step
+        if self.probe is not None:
+            probe = {k: v.detach().cpu().contiguous() for k, v in self.probe.state_dict().items()}
+        trained = self.trainable_state()
+        return checkpoints.save(self.accelerator, checkpoints.folder_for(self.config.output_dir, self.step), meta, trained, ema, probe)
 
     def load_checkpoint(self, folder: Path) -> None:
-        meta = json.loads((folder / "state.json").read_text())
-        weights = load_file(str(folder / "trainable.safetensors"))
-        model = self.accelerator.unwrap_model(self.model)
-        missing = set(self.names) - set(weights)
-        if missing:
-            raise ValueError(f"{folder} lacks trainable tensors {sorted(missing)[:5]}: was it written by another config?")
-        model.load_state_dict(weights, strict=False)
-        tensors = load_file(str(folder / "optimizer.safetensors"))
-        state: dict[int, dict] = {}
-        for name, value in {**tensors, **meta["scalars"]}.items():
-            index, key = name.split(".", 1)
-            state.setdefault(int(index), {})[key] = value
-        inner = getattr(self.optimizer, "optimizer", self.optimizer)
-        inner.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        meta = checkpoints.restore(self.accelerator, folder)
         self.step = meta["step"]
         if self.ema is not None:
-            if not (folder / EMA_FILE).is_file():
-                raise ValueError(f"{folder} has no {EMA_FILE}, but ema_decay is set: it was written without EMA")
-            shadow = load_file(str(folder / EMA_FILE))
+            if not (folder / checkpoints.EMA_FILE).is_file():
+                raise ValueError(f"{folder} has no {checkpoints.EMA_FILE}, but ema_decay is set: it was written without EMA")
+            shadow = load_file(str(folder / checkpoints.EMA_FILE))
             self.ema.shadow_params = [shadow[name].to(p.device) for name, p in zip(self.names, self.trainable_parameters())]
             self.ema.optimization_step = meta["ema_step"]
         if self.probe is not None:
-            self.probe.load_state_dict(load_file(str(folder / PROBE_FILE)))
+            self.probe.load_state_dict(load_file(str(folder / checkpoints.PROBE_FILE)))
 
     # -- samples ----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -405,41 +400,44 @@ class CsvLog:
                 csv.writer(stream).writerow(row.values())
 
 
-def checkpoints(output_dir: Path) -> list[Path]:
-    """A run's checkpoint folders, oldest first (their zero-padded names sort by step)."""
-    return sorted(Path(output_dir).glob("checkpoint-*"))
+def tracker_config(config: TrainConfig) -> dict:
+    """The run's config as the flat scalars trackers take ("optim.lr": 5e-05; lists as text)."""
+    flat = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}{key}.", inner)
+        else:
+            flat[prefix[:-1]] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
+    walk("", to_dict(config))
+    return flat
 
 
-def checkpoint_step(folder: Path) -> int:
-    return int(folder.name.split("-")[1])
+def log_samples(accelerator: Accelerator, step: int, path: Path) -> None:
+    """The sample grid, as the trackers' validation images."""
+    import numpy as np
+    from PIL import Image
+
+    grid = np.asarray(Image.open(path).convert("RGB"))
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({"samples": grid[None]}, step=step, dataformats="NHWC")
+        elif tracker.name == "wandb":
+            tracker.log_images({"samples": [Image.fromarray(grid)]}, step=step)
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    found = checkpoints(output_dir)
-    return found[-1] if found else None
-
-
-def trained_weights_file(checkpoint: Path, ema: bool | None = None) -> Path:
-    """The file of a checkpoint's trained tensors: its EMA when it has one (or when `ema` is True)."""
-    checkpoint = Path(checkpoint)
-    if ema is None:
-        ema = (checkpoint / EMA_FILE).is_file()
-    path = checkpoint / (EMA_FILE if ema else "trainable.safetensors")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing" + (": the run kept no EMA (ema_decay: 0)" if ema else ""))
-    return path
-
-
-def load_trained(model: torch.nn.Module, checkpoint: Path, ema: bool | None = None) -> set[str]:
-    """Lay a checkpoint's trained tensors over `model` (the rest stays as it is); returns their names.
-
-    `ema`: None takes the EMA weights when the checkpoint has them, else the raw ones; True or False insists."""
-    trained = load_file(str(trained_weights_file(checkpoint, ema)))
-    unknown = set(trained) - set(model.state_dict())
-    if unknown:
-        raise ValueError(f"{checkpoint} holds tensors the model lacks: {sorted(unknown)[:5]}")
-    model.load_state_dict(trained, strict=False)
-    return set(trained)
+def check_sharding(accelerator: Accelerator) -> None:
+    """Refuse to run unsharded when the launch config asked for FSDP or DeepSpeed: accelerate (1.16) sets up
+    neither without an accelerator device and would silently fall back to plain data parallel on the CPU."""
+    for variable, kind in (("ACCELERATE_USE_FSDP", DistributedType.FSDP), ("ACCELERATE_USE_DEEPSPEED", DistributedType.DEEPSPEED)):
+        if os.environ.get(variable, "false").lower() == "true" and accelerator.distributed_type != kind:
+            raise RuntimeError(
+                f"the accelerate config asks for {kind.value} but accelerate set up {accelerator.distributed_type.value} "
+                f"on {accelerator.device}: {kind.value} needs a GPU (or another accelerator device) here; "
+                "use training/configs/accelerate/cpu.yaml on a CPU"
+            )
 
 
 def run(config: TrainConfig, resume: bool = False) -> Path:
@@ -447,32 +445,45 @@ def run(config: TrainConfig, resume: bool = False) -> Path:
     validate(config)
     if config.threads:
         torch.set_num_threads(config.threads)
-    # On a machine without CUDA, processes started by `accelerate launch` talk over gloo on the CPU.
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
-    trainer = Trainer(config, accelerator)
     output = Path(config.output_dir)
+    # On a machine without CUDA, processes started by `accelerate launch` talk over gloo on the CPU.
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available(),
+        log_with=None if config.log_with == "none" else config.log_with, project_dir=str(output / "logs"),
+    )
+    check_sharding(accelerator)
+    trainer = Trainer(config, accelerator)
     if resume and (found := latest_checkpoint(output)):
         trainer.load_checkpoint(found)
         accelerator.print(f"resumed from {found} at step {trainer.step}")
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         accelerator.print(f"{config.model.kind} model: {trainer.trainable:,} trainable parameters")
+    accelerator.init_trackers("train", config=tracker_config(config))
     log = CsvLog(output / "log.csv", append=resume, enabled=accelerator.is_main_process)
-    started = time.time()
+    started = last_time = time.time()
+    last_step = trainer.step
+    items_per_step = config.optim.batch_size * config.optim.gradient_accumulation_steps * accelerator.num_processes
     while trainer.step < config.max_steps:
         loss = trainer.train_step()
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {trainer.step}; lower optim.lr")
         if trainer.step % config.log_every == 0 or trainer.step == config.max_steps:
-            log.write(step=trainer.step, loss=f"{loss:.6f}", seconds=f"{time.time() - started:.1f}")
+            now = time.time()
+            steps_per_s = (trainer.step - last_step) / max(now - last_time, 1e-9)
+            last_time, last_step = now, trainer.step
+            log.write(step=trainer.step, loss=f"{loss:.6f}", seconds=f"{now - started:.1f}")
+            accelerator.log({"loss": loss, "lr": learning_rate(config.optim, trainer.step - 1, config.max_steps),
+                             "steps_per_s": steps_per_s, "samples_per_s": steps_per_s * items_per_step}, step=trainer.step)
             accelerator.print(f"step {trainer.step}: loss {loss:.5f}", flush=True)
         if trainer.step % config.checkpoint_every == 0 or trainer.step == config.max_steps:
             trainer.save_checkpoint()
         if config.sample_every and trainer.step % config.sample_every == 0 and accelerator.is_main_process:
-            trainer.sample_grid()
+            log_samples(accelerator, trainer.step, trainer.sample_grid())
     if accelerator.is_main_process:
-        trainer.sample_grid()
+        log_samples(accelerator, trainer.step, trainer.sample_grid())
     accelerator.wait_for_everyone()
+    accelerator.end_training()  # closes the trackers and, in accelerate 1.16, the process group
     return latest_checkpoint(output)
 
 
