@@ -269,3 +269,35 @@ def test_vae_evaluation_measures_how_much_the_shipped_vae_widens_borders(tmp_pat
     assert result["edge_width_px_reconstructions"] > 2 * result["edge_width_px_renders"]
     assert json.loads((tmp_path / "scores.json").read_text())["psnr_db"] == result["psnr_db"]
     assert (tmp_path / "reconstruction.png").is_file()
+
+
+def test_corpora_load_through_datasets_as_imagefolder_or_parquet_with_aspect_buckets(tmp_path):
+    from datasets import Dataset, Image as ImageFeature
+    from PIL import Image
+
+    from training.data import DatasetCorpus
+
+    folder = tmp_path / "corpus"
+    (folder / "images").mkdir(parents=True)
+    rows = []
+    for index, size in enumerate([(64, 64), (64, 64), (128, 64)]):
+        Image.new("RGB", size, (index * 80, 0, 0)).save(folder / "images" / f"{index}.png")
+        rows.append({"file_name": f"images/{index}.png", "prompt": f"prompt {index}", "seed": 100 + index})
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    corpus = DatasetCorpus(folder, pixel_budget=64 * 64, multiple=16)
+    assert len(corpus) == 3 and sorted(corpus.buckets) == [(64, 64), (80, 32)]  # 2:1 at about 64^2 pixels (90x45), floored to 16
+    items = [item for step in range(20) for item in corpus.batch(step, 0, 2)]
+    assert {(item.prompt, item.seed) for item in items} == {(r["prompt"], r["seed"]) for r in rows}
+    assert all(len({item.load().size for item in corpus.batch(step, 0, 2)}) == 1 for step in range(20))  # one size a batch
+
+    # A published corpus with its own column names, as parquet shards (data.kind: dataset).
+    shards = tmp_path / "published" / "data"
+    shards.mkdir(parents=True)
+    table = Dataset.from_dict({"jpg": [str(folder / r["file_name"]) for r in rows], "caption": [r["prompt"] for r in rows],
+                               "noise_seed": [r["seed"] for r in rows]}).cast_column("jpg", ImageFeature())
+    table.to_parquet(str(shards / "train-00000.parquet"))
+    published = DatasetCorpus(tmp_path / "published", 64 * 64, 16, image_column="jpg", caption_column="caption", seed_column="noise_seed")
+    assert sorted(published.buckets) == sorted(corpus.buckets)
+    assert published.item(2, (80, 32)).load().size == (80, 32)
+    with pytest.raises(ValueError, match=r"no column\(s\) \['image', 'prompt', 'seed'\].*data.image_column"):
+        DatasetCorpus(tmp_path / "published", 64 * 64, 16)

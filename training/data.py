@@ -7,7 +7,6 @@ items are grouped into aspect-ratio buckets under a pixel budget (sizes floored 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,40 +60,54 @@ class ToyCorpus:
         return [self.item(int(i)) for i in rng.integers(0, high, size=batch_size)]
 
 
-class ImageFolderCorpus:
-    """A `metadata.jsonl` image folder (file_name, prompt, seed), as `training.synthesize` writes it and
-    `datasets`' imagefolder loader reads it."""
+def load_corpus_dataset(path: str | Path, split: str = "train"):
+    """The corpus as a `datasets.Dataset`: a local `metadata.jsonl` image folder (what `training.synthesize`
+    writes) through datasets' `imagefolder` builder, anything else (a Hub dataset id, a folder of parquet
+    shards) through `load_dataset` itself."""
+    from datasets import load_dataset
 
-    def __init__(self, path: str | Path, pixel_budget: int, multiple: int, seed: int = 0):
-        self.root = Path(path)
-        metadata = self.root / "metadata.jsonl"
-        if not metadata.is_file():
-            raise FileNotFoundError(f"data.path: no metadata.jsonl in {self.root}")
-        self.records = [json.loads(line) for line in metadata.read_text().splitlines() if line.strip()]
-        if not self.records:
-            raise ValueError(f"data.path: {metadata} lists no images")
+    local = Path(path)
+    if (local / "metadata.jsonl").is_file():
+        return load_dataset("imagefolder", data_dir=str(local), split=split)
+    return load_dataset(str(path), split=split)
+
+
+class DatasetCorpus:
+    """(image, prompt, seed) rows read through `datasets`, grouped into aspect buckets under a pixel budget.
+
+    Column names are configurable because published corpora name them their own way; the seed column is the
+    seed the source rendered the image with (the release draws each sample's noise from it)."""
+
+    def __init__(self, path: str | Path, pixel_budget: int, multiple: int, seed: int = 0, split: str = "train",
+                 image_column: str = "image", caption_column: str = "prompt", seed_column: str = "seed"):
+        self.dataset = load_corpus_dataset(path, split)
+        missing = [c for c in (image_column, caption_column, seed_column) if c not in self.dataset.column_names]
+        if missing:
+            raise ValueError(f"data.path: {path} has no column(s) {missing}; its columns are {self.dataset.column_names} "
+                             "(name them with data.image_column, data.caption_column, data.seed_column)")
+        if len(self.dataset) == 0:
+            raise ValueError(f"data.path: {path} ({split}) holds no rows")
+        self.columns = (image_column, caption_column, seed_column)
         self.seed = seed
         self.buckets: dict[tuple[int, int], list[int]] = {}
-        for index, record in enumerate(self.records):
-            with Image.open(self.root / record["file_name"]) as image:
-                size = bucket_size(*image.size, pixel_budget, multiple)
-            self.buckets.setdefault(size, []).append(index)
+        for index, image in enumerate(self.dataset[image_column]):  # PIL opens lazily: only headers are read
+            self.buckets.setdefault(bucket_size(*image.size, pixel_budget, multiple), []).append(index)
         self.bucket_list = sorted(self.buckets)
         self.bucket_weights = np.array([len(self.buckets[b]) for b in self.bucket_list], dtype=float)
         self.bucket_weights /= self.bucket_weights.sum()
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.dataset)
 
     def item(self, index: int, size: tuple[int, int]) -> Item:
-        record = self.records[index]
+        image_column, caption_column, seed_column = self.columns
+        row = self.dataset[index]
 
         def load():
-            with Image.open(self.root / record["file_name"]) as image:
-                image = image.convert("RGB")
-                return image if image.size == size else image.resize(size, Image.LANCZOS)
+            image = row[image_column].convert("RGB")
+            return image if image.size == size else image.resize(size, Image.LANCZOS)
 
-        return Item(key=f"{record['file_name']}@{size[0]}x{size[1]}", prompt=record["prompt"], seed=int(record["seed"]), load=load)
+        return Item(key=f"{index}@{size[0]}x{size[1]}", prompt=row[caption_column], seed=int(row[seed_column]), load=load)
 
     def batch(self, step: int, rank: int, batch_size: int) -> list[Item]:
         rng = step_rng(self.seed, rank, step)

@@ -39,7 +39,7 @@ from l2p.transfer import POLICIES
 from . import checkpoints
 from .checkpoints import latest_checkpoint
 from .config import ConfigError, parse_command_line, to_dict
-from .data import ImageFolderCorpus, ToyCorpus, step_rng
+from .data import DatasetCorpus, ToyCorpus, step_rng
 from .files import atomic_file
 from .flow import flow_matching_loss, noised, sigma_grid
 from .initialization import adaln_zero_init
@@ -62,8 +62,14 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    kind: str = "imagefolder"  # "imagefolder" (the synthetic corpus) or "toy" (endless toy renders)
+    # "imagefolder": a local metadata.jsonl folder (training.synthesize's corpus); "dataset": any corpus `datasets`
+    # loads (a Hub id such as the release's, parquet shards); "toy": endless toy renders.
+    kind: str = "imagefolder"
     path: str | None = None
+    split: str = "train"
+    image_column: str = "image"
+    caption_column: str = "prompt"
+    seed_column: str = "seed"
     resolution: int = 1024  # toy: render size; imagefolder: pixel budget = resolution ** 2
     pool_size: int = 0  # toy: reuse this many items (0 = always fresh)
     caption_dropout: float = 0.1  # the empty prompt instead, so classifier-free guidance works
@@ -151,8 +157,10 @@ def validate(config: TrainConfig) -> None:
         depth = json.loads((source / "transformer" / "config.json").read_text()).get("n_layers", 30)
         if 2 * m.n_shallow > depth:
             raise ConfigError(f"model.n_shallow={m.n_shallow} is too large for the source's {depth} blocks (at most {depth // 2})")
-    if d.kind not in ("imagefolder", "toy"):
-        raise ConfigError(f"data.kind must be 'imagefolder' or 'toy', got {d.kind!r}")
+    if d.kind not in ("imagefolder", "dataset", "toy"):
+        raise ConfigError(f"data.kind must be 'imagefolder', 'dataset' or 'toy', got {d.kind!r}")
+    if d.kind == "dataset" and not d.path:
+        raise ConfigError("data.path: name the dataset (a Hub id or a folder `datasets.load_dataset` reads)")
     if d.kind == "imagefolder" and not (d.path and (Path(d.path) / "metadata.jsonl").is_file()):
         raise ConfigError(f"data.path: corpus {d.path!r} is missing (no metadata.jsonl); run training.synthesize first")
     if config.optim.schedule not in ("constant", "cosine"):
@@ -222,7 +230,8 @@ class Trainer:
         if d.kind == "toy":
             self.corpus = ToyCorpus(d.resolution, seed=config.seed, pool_size=d.pool_size)
         else:
-            self.corpus = ImageFolderCorpus(d.path, d.resolution**2, self.multiple, seed=config.seed)
+            self.corpus = DatasetCorpus(d.path, d.resolution**2, self.multiple, seed=config.seed, split=d.split,
+                                        image_column=d.image_column, caption_column=d.caption_column, seed_column=d.seed_column)
         self.text_cache: dict[str, torch.Tensor] = {}
         self.latent_cache: dict[str, torch.Tensor] = {}
         self.step = 0
