@@ -39,9 +39,9 @@ which diffusers imports from the installed package.
 """
 
 
-def model_card(pipeline, repo_id: str, base_model: str | None = None) -> ModelCard:
+def model_card(pipeline, repo_id: str, base_model: str | None = None, training: str | None = None) -> ModelCard:
     """The card for `pipeline` (an `L2PPipeline`) saved as `repo_id` (a Hub id or a folder); `base_model` (a Hub
-    id) is the latent source it came from."""
+    id) is the latent source it came from; `training` (markdown), how it was trained and what it scored."""
     config = pipeline.transformer.config
     middle = len(pipeline.transformer.source_blocks)
     data = ModelCardData(library_name="diffusers", pipeline_tag="text-to-image", tags=TAGS, base_model=base_model)
@@ -61,4 +61,4 @@ def model_card(pipeline, repo_id: str, base_model: str | None = None) -> ModelCa
         parameters=sum(parameter.numel() for parameter in pipeline.transformer.parameters()),
         repo=repo_id,
     )
-    return ModelCard(text)
+    return ModelCard(text + (f"\n{training.strip()}\n" if training else ""))

@@ -141,14 +141,15 @@ class L2PPipeline(DiffusionPipeline, ZImageLoraLoaderMixin):
         return skipped
 
     # -- Hub --------------------------------------------------------------------------------------------
-    def save_pretrained(self, save_directory, base_model: str | None = None, repo_id: str | None = None, **kwargs):
+    def save_pretrained(self, save_directory, base_model: str | None = None, repo_id: str | None = None,
+                        training: str | None = None, **kwargs):
         """diffusers' folder (model_index.json and one subfolder per component) plus a model card (README.md:
-        what it is, how to load it from `repo_id` (default: the folder), `base_model` when given) unless the
-        folder already has one."""
+        what it is, how to load it from `repo_id` (default: the folder), `base_model` when given, `training`
+        (markdown) when given) unless the folder already has one."""
         super().save_pretrained(save_directory, **kwargs)
         card = os.path.join(save_directory, MODEL_CARD_FILE)
         if not os.path.exists(card):
-            model_card(self, repo_id or str(save_directory), base_model).save(card)
+            model_card(self, repo_id or str(save_directory), base_model, training).save(card)
 
     def push_to_hub(self, repo_id: str, base_model: str | None = None, commit_message: str | None = None,
                     private: bool | None = None, token: str | None = None, create_pr: bool = False):

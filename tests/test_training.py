@@ -301,3 +301,44 @@ def test_corpora_load_through_datasets_as_imagefolder_or_parquet_with_aspect_buc
     assert published.item(2, (80, 32)).load().size == (80, 32)
     with pytest.raises(ValueError, match=r"no column\(s\) \['image', 'prompt', 'seed'\].*data.image_column"):
         DatasetCorpus(tmp_path / "published", 64 * 64, 16)
+
+
+def test_merge_push_to_hub_offline_writes_everything_and_says_how_to_push(source_dir, tmp_path):
+    last = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "run", max_steps=2, ema_decay=0.5, log_with="none")))
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({"overall": 0.5, "single_object": 0.75, "prompts": 6}))
+    command = [sys.executable, "-m", "training.merge", "--checkpoint", str(last), "--file", str(tmp_path / "merged.safetensors"),
+               "--pipeline", str(tmp_path / "pipeline"), "--scores", str(scores), "--push-to-hub", "someone/l2p-toy"]
+    result = subprocess.run(command, cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "not pushed" in result.stdout and "HF_HUB_OFFLINE" in result.stdout
+    assert f"hf upload someone/l2p-toy {tmp_path / 'pipeline'} ." in result.stdout
+    assert (tmp_path / "merged.safetensors").is_file()
+    card = (tmp_path / "pipeline" / "README.md").read_text()
+    assert 'L2PPipeline.from_pretrained("someone/l2p-toy")' in card
+    assert "**2 steps**" in card and "the EMA (decay 0.5)" in card and "| 0.500 | 0.750 |" in card
+    # The merged weights are the run's EMA, unless --raw asks for the raw ones.
+    merged = L2PPipeline.from_pretrained(tmp_path / "pipeline").transformer.state_dict()
+    for key, tensor in load_file(str(last / "ema.safetensors")).items():
+        assert torch.equal(merged[key], tensor), key
+    from training.merge import merge
+
+    merge(last, None, tmp_path / "raw", ema=False)
+    raw = L2PPipeline.from_pretrained(tmp_path / "raw").transformer.state_dict()
+    trained = load_file(str(last / "trainable.safetensors"))
+    assert all(torch.equal(raw[key], tensor) for key, tensor in trained.items())
+    assert "the raw trained weights" in (tmp_path / "raw" / "README.md").read_text()
+
+
+def test_training_memory_plan_adds_up_from_the_real_parameter_counts_and_the_readme_shows_it():
+    from training.memory_plan import markdown, plan
+
+    result = plan()
+    assert result["counts"]["model"] == pytest.approx(6.17e9, rel=0.005)
+    assert result["counts"]["trainable"] == pytest.approx(2.55e9, rel=0.01)
+    for name in ("DeepSpeed ZeRO-2", "FSDP v2 (full shard)"):
+        rows = {k: v for k, v in result[name].items() if k != "total"}
+        assert result[name]["total"] == pytest.approx(sum(rows.values()))
+        assert result[name]["total"] < 0.9 * 80
+    assert result["FSDP v2 (full shard)"]["total"] < result["DeepSpeed ZeRO-2"]["total"]
+    assert markdown(result) in (ROOT / "README.md").read_text()  # regenerate with python -m training.memory_plan

@@ -1,7 +1,8 @@
 """Merge a transfer checkpoint into a release-layout checkpoint and an `L2PPipeline` folder.
 
     python -m training.merge --checkpoint runs/toy/transfer/checkpoint-0002000 \\
-        --file runs/toy/l2p-merge.safetensors --pipeline assets/tiny-l2p
+        --file runs/toy/l2p-merge.safetensors --pipeline assets/tiny-l2p \\
+        [--scores docs/results/tiny-l2p/scores.json] [--push-to-hub you/l2p-toy]
 
 The pixel model is rebuilt from the source exactly as training built it (`from_source` with the run's
 config), the trained subset is laid over it, and the whole state dict is written as one safetensors file
@@ -13,6 +14,7 @@ as the release stores them.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -23,12 +25,13 @@ from l2p import L2PPipeline, L2PTransformer2DModel
 from l2p.sampling import RELEASE_SAMPLING, SamplingSettings, l2p_guidance, read_sampling, write_sampling
 
 from .files import atomic_directory, atomic_path
-from .checkpoints import load_trained, run_config
+from .checkpoints import load_trained, read_state, run_config
 from .train import retrained_blocks
 
 
-def merged_transformer(checkpoint: Path) -> tuple[L2PTransformer2DModel, ZImagePipeline, set[str]]:
-    """The pixel model with the run's trained subset laid over it, its source, and the trained tensor names."""
+def merged_transformer(checkpoint: Path, ema: bool | None = None) -> tuple[L2PTransformer2DModel, ZImagePipeline, set[str]]:
+    """The pixel model with the run's trained subset laid over it (its EMA when it kept one, unless `ema` says
+    otherwise), its source, and the trained tensor names."""
     model_config = run_config(checkpoint)["model"]
     if model_config["kind"] != "pixel":
         raise ValueError(f"{checkpoint} is a {model_config['kind']} run; merge is for pixel (transfer) runs")
@@ -38,7 +41,7 @@ def merged_transformer(checkpoint: Path) -> tuple[L2PTransformer2DModel, ZImageP
         detailer_channels=model_config["detailer_channels"], trained_grid=model_config["trained_grid"],
         n_shallow=retrained_blocks(model_config["init"], model_config["n_shallow"], source.transformer),
     )
-    trained = load_trained(model, checkpoint)
+    trained = load_trained(model, checkpoint, ema)
     return model.eval(), source, trained
 
 
@@ -61,13 +64,48 @@ def pixel_sampling(model: L2PTransformer2DModel, source_folder: str, steps: int 
     return SamplingSettings(side, side, steps or default_steps, default_guidance if guidance is None else guidance)
 
 
+SCORE_KEYS = ("overall", "single_object", "two_object", "counting", "colors", "position", "color_attr")
+
+
+def training_section(checkpoint: Path, trained: set[str], model: L2PTransformer2DModel, scores: dict | None,
+                     ema: bool | None = None) -> str:
+    """The model card's account of the run: the recipe as the checkpoint's config records it, and the scores of
+    `training.evaluate` (its scores.json) when given."""
+    state = read_state(checkpoint)
+    config, step = state["config"], state["step"]
+    m, o, f = config["model"], config["optim"], config["flow"]
+    parameters = model.state_dict()
+    count = sum(parameters[name].numel() for name in trained)
+    total = sum(tensor.numel() for tensor in parameters.values())
+    accumulation = o.get("gradient_accumulation_steps", 1)
+    lines = [
+        "## Training",
+        "",
+        f"Trained with the l2p repository's `training.train` for **{step} steps** from `{m['source']}` "
+        f"(init: {m['init']}; freeze policy {m['freeze_policy']}, n_shallow {m['n_shallow']}): {count:,} of "
+        f"{total:,} parameters trained ({count / total:.0%}), on `{config['data'].get('path') or config['data']['kind']}`.",
+        "",
+        f"- Loss: velocity MSE, {f['grid_steps']}-point sigma grid shifted by {f['shift']}",
+        f"- AdamW lr {o['lr']:g} ({o['schedule']}, warm-up {o['warmup_steps']}), weight decay {o['weight_decay']}, "
+        f"batch {o['batch_size']} x {accumulation} accumulation per process, {config['mixed_precision']} mixed precision",
+        f"- Weights: {'the EMA (decay ' + str(config['ema_decay']) + ')' if config.get('ema_decay') and ema is not False else 'the raw trained weights'}",
+    ]
+    if scores:
+        shown = [key for key in SCORE_KEYS if key in scores]
+        lines += ["", f"Toy GenEval (`training.evaluate`, {scores.get('prompts', '?')} held-out prompts):", "",
+                  "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown),
+                  "| " + " | ".join(f"{scores[key]:.3f}" for key in shown) + " |"]
+    return "\n".join(lines)
+
+
 def merge(checkpoint: str | Path, file: str | Path | None, pipeline: str | Path | None, release_dtypes: bool = False,
-          steps: int | None = None, guidance: float | None = None, storage_dtype: torch.dtype = torch.float32) -> None:
-    """Write the release-layout file and/or the pipeline folder (with its sampling.json; its scheduler's shift
-    is the one the run trained with). The folder's transformer is stored in `storage_dtype`; diffusers loads
-    it back as float32 unless asked otherwise."""
+          steps: int | None = None, guidance: float | None = None, storage_dtype: torch.dtype = torch.float32,
+          repo_id: str | None = None, scores: dict | None = None, ema: bool | None = None) -> None:
+    """Write the release-layout file and/or the pipeline folder (with its sampling.json and a model card that
+    tells the run's recipe, and `scores` when given; its scheduler's shift is the one the run trained with). The
+    folder's transformer is stored in `storage_dtype`; diffusers loads it back as float32 unless asked otherwise."""
     checkpoint = Path(checkpoint)
-    model, source, trained = merged_transformer(checkpoint)
+    model, source, trained = merged_transformer(checkpoint, ema)
     if file is not None:
         frozen = set(model.state_dict()) - trained
         with atomic_path(file) as staging:
@@ -75,11 +113,36 @@ def merge(checkpoint: str | Path, file: str | Path | None, pipeline: str | Path 
     if pipeline is not None:
         config = run_config(checkpoint)
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(L2PPipeline.default_scheduler().config, shift=config["flow"]["shift"])
+        card = training_section(checkpoint, trained, model, scores, ema)
         pipe = L2PPipeline(scheduler, source.text_encoder, source.tokenizer, model.to(storage_dtype))
         sampling = pixel_sampling(model, config["model"]["source"], steps, guidance)
+        source_id = config["model"]["source"]
+        base_model = None if Path(source_id).exists() or source_id.startswith((".", "/", "~")) else source_id
         with atomic_directory(pipeline) as staging:
-            pipe.save_pretrained(staging)
+            pipe.save_pretrained(staging, base_model=base_model, repo_id=repo_id, training=card)
             write_sampling(staging, sampling)
+
+
+def publish(repo_id: str, pipeline: Path, file: Path | None = None, token: str | None = None) -> str | None:
+    """Upload the merged pipeline folder (and the release-layout file beside it, at the repository's root) to the
+    Hub; returns the commit URL, or None when the Hub cannot be reached, after saying how to push later."""
+    from huggingface_hub import constants, create_repo, upload_file, upload_folder
+
+    later = f"hf upload {repo_id} {pipeline} ." + (f" && hf upload {repo_id} {file} {Path(file).name}" if file else "")
+    try:
+        if constants.HF_HUB_OFFLINE:
+            raise ConnectionError("HF_HUB_OFFLINE is set")
+        repo_id = create_repo(repo_id, token=token, exist_ok=True).repo_id
+        commit = upload_folder(repo_id=repo_id, folder_path=str(pipeline), token=token, commit_message="Upload merged L2P pipeline")
+        if file:
+            upload_file(path_or_fileobj=str(file), path_in_repo=Path(file).name, repo_id=repo_id, token=token,
+                        commit_message="Upload the release-layout checkpoint")
+        print(f"pushed {pipeline} to https://huggingface.co/{repo_id}: {commit}")
+        return str(commit)
+    except Exception as error:  # offline, no token, no network: everything is written, so say how to push later
+        print(f"not pushed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no detail'}); "
+              f"everything is written under {pipeline}. To push it later (after `hf auth login`):\n  {later}")
+        return None
 
 
 def main(argv=None):
@@ -90,10 +153,19 @@ def main(argv=None):
     parser.add_argument("--release-dtypes", action="store_true", help="frozen blocks fp32, the rest bf16")
     parser.add_argument("--steps", type=int, help="sampling.json's steps (default: the source's)")
     parser.add_argument("--guidance", type=float, help="sampling.json's guidance, L2P's convention (default: the source's strength)")
+    parser.add_argument("--raw", action="store_true", help="the raw trained weights even where the run kept an EMA")
+    parser.add_argument("--scores", help="a scores.json of training.evaluate, quoted in the model card")
+    parser.add_argument("--push-to-hub", metavar="REPO", help="upload the pipeline folder (and --file) to this Hub repository")
     args = parser.parse_args(argv)
     if not (args.file or args.pipeline):
         parser.error("name --file, --pipeline or both")
-    merge(args.checkpoint, args.file, args.pipeline, args.release_dtypes, args.steps, args.guidance)
+    if args.push_to_hub and not args.pipeline:
+        parser.error("--push-to-hub uploads the pipeline folder: name it with --pipeline")
+    scores = json.loads(Path(args.scores).read_text()) if args.scores else None
+    merge(args.checkpoint, args.file, args.pipeline, args.release_dtypes, args.steps, args.guidance,
+          repo_id=args.push_to_hub, scores=scores, ema=False if args.raw else None)
+    if args.push_to_hub:
+        publish(args.push_to_hub, Path(args.pipeline), Path(args.file) if args.file else None)
 
 
 if __name__ == "__main__":
