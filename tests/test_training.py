@@ -52,6 +52,8 @@ def environment():
         (["model.n_shallow=3"], "model.n_shallow"),
         (["model.colour=red"], "model.colour"),
         (["optim.lr=fast"], "optim.lr"),
+        (["log_with=comet"], "log_with"),
+        (["data.kind=dataset"], "data.path"),
     ],
 )
 def test_bad_configs_fail_before_any_work_naming_the_field(source_dir, tmp_path, overrides, field):
@@ -342,3 +344,11 @@ def test_training_memory_plan_adds_up_from_the_real_parameter_counts_and_the_rea
         assert result[name]["total"] < 0.9 * 80
     assert result["FSDP v2 (full shard)"]["total"] < result["DeepSpeed ZeRO-2"]["total"]
     assert markdown(result) in (ROOT / "README.md").read_text()  # regenerate with python -m training.memory_plan
+
+
+def test_bf16_units_are_read_from_the_cpu_flags():
+    from training.train import cpu_has_bf16_units
+
+    assert cpu_has_bf16_units("flags : fpu sse2 avx2 avx512f amx_bf16 amx_tile")
+    assert cpu_has_bf16_units("flags : fpu avx512f avx512_bf16")
+    assert not cpu_has_bf16_units("flags : fpu sse2 avx2 avx512f avx512bw")

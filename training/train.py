@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import importlib.util
 import json
 import math
 import os
@@ -177,6 +178,8 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError("max_steps, optim.batch_size and optim.gradient_accumulation_steps must be positive")
     if config.log_with not in TRACKERS:
         raise ConfigError(f"log_with must be one of {list(TRACKERS)}, got {config.log_with!r}")
+    if config.log_with == "wandb" and importlib.util.find_spec("wandb") is None:
+        raise ConfigError("log_with: wandb is not installed (pip install wandb), or use log_with=tensorboard")
 
 
 def retrained_blocks(init: str, n_shallow: int, source_transformer) -> int:
@@ -437,6 +440,18 @@ def log_samples(accelerator: Accelerator, step: int, path: Path) -> None:
             tracker.log_images({"samples": [Image.fromarray(grid)]}, step=step)
 
 
+def cpu_has_bf16_units(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU multiplies bf16 in hardware (AMX or AVX512-BF16 in /proc/cpuinfo's flags). Without them
+    autocast's bf16 is emulated: a toy transfer step measured 15x slower than fp32 (docs/results.md)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return True  # not Linux: nothing to go on, so no notice
+    flags = set(cpuinfo.split())
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
 def check_sharding(accelerator: Accelerator) -> None:
     """Refuse to run unsharded when the launch config asked for FSDP or DeepSpeed: accelerate (1.16) sets up
     neither without an accelerator device and would silently fall back to plain data parallel on the CPU."""
@@ -461,6 +476,9 @@ def run(config: TrainConfig, resume: bool = False) -> Path:
         log_with=None if config.log_with == "none" else config.log_with, project_dir=str(output / "logs"),
     )
     check_sharding(accelerator)
+    if accelerator.device.type == "cpu" and config.mixed_precision == "bf16" and not cpu_has_bf16_units():
+        accelerator.print("notice: bf16 autocast on a CPU without bf16 units (no amx_bf16/avx512_bf16) is emulated and "
+                          "about 15x slower than fp32 here; consider mixed_precision='\"no\"'")
     trainer = Trainer(config, accelerator)
     if resume and (found := latest_checkpoint(output)):
         trainer.load_checkpoint(found)
