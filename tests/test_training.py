@@ -352,3 +352,16 @@ def test_bf16_units_are_read_from_the_cpu_flags():
     assert cpu_has_bf16_units("flags : fpu sse2 avx2 avx512f amx_bf16 amx_tile")
     assert cpu_has_bf16_units("flags : fpu avx512f avx512_bf16")
     assert not cpu_has_bf16_units("flags : fpu sse2 avx2 avx512f avx512bw")
+
+
+def test_trainer_holds_the_text_encoder_in_the_asked_dtype_and_drops_the_copied_source_dit(source_dir, tmp_path):
+    from accelerate import Accelerator
+
+    from training.train import Trainer
+
+    config = load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "run", **{"model.text_encoder_dtype": "bfloat16"}))
+    trainer = Trainer(config, Accelerator(cpu=True))
+    assert trainer.source.transformer is None  # its weights live on in the pixel model
+    assert {p.dtype for p in trainer.source.text_encoder.parameters()} == {torch.bfloat16}
+    features = trainer.caption_features(["a red circle"])[0]
+    assert features.dtype == torch.float32 and torch.isfinite(features).all()

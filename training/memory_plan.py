@@ -8,7 +8,7 @@ encoder. Everything else is arithmetic, written out below so that it can be chec
   FSDP (fully sharded) a 1/N shard plus the all-gathered fp32 unit being computed and the one prefetched;
 - gradients: fp32 for the trained parameters only, sharded 1/N by both (ZeRO-2 after its reduce-scatter);
 - optimizer: AdamW's two fp32 moments per trained parameter, sharded 1/N by both;
-- text encoder: frozen, loaded in fp32 as `ZImagePipeline.from_pretrained` does by default (half in bf16);
+- text encoder: frozen, in bf16 (`model.text_encoder_dtype` of training/configs/full/transfer-1k.yaml; fp32 doubles it);
 - activations with gradient checkpointing, batch 1 at 1024 x 1024: the fp32 residual stream saved at every
   block's input (4096 image + 512 caption tokens x 3840 x 4 B x 34 blocks with the refiners), one block's
   recomputed bf16 internals (q, k, v, out, the 3 x 10240 feed-forward and its input), and the Detailer Head's
@@ -62,7 +62,7 @@ def plan(n: int = PROCESSES) -> dict[str, dict[str, float]]:
     common = {
         "gradients (fp32, trained, 1/N)": c["trainable"] * 4 / n,
         "AdamW moments (2 x fp32, 1/N)": c["trainable"] * 8 / n,
-        "text encoder (frozen, fp32)": c["text_encoder"] * 4,
+        "text encoder (frozen, bf16: transfer-1k.yaml's text_encoder_dtype)": c["text_encoder"] * 2,
         "activations (checkpointed, batch 1, 1K)": activations,
     }
     zero2 = {WEIGHTS: c["model"] * 4, **common}
