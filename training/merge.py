@@ -26,7 +26,7 @@ from l2p.sampling import RELEASE_SAMPLING, SamplingSettings, l2p_guidance, read_
 
 from .files import atomic_directory, atomic_path
 from .checkpoints import load_trained, read_state, run_config
-from .train import retrained_blocks
+from .train import is_hub_id, retrained_blocks
 
 
 def merged_transformer(checkpoint: Path, ema: bool | None = None) -> tuple[L2PTransformer2DModel, ZImagePipeline, set[str]]:
@@ -67,11 +67,10 @@ def pixel_sampling(model: L2PTransformer2DModel, source_folder: str, steps: int 
 SCORE_KEYS = ("overall", "single_object", "two_object", "counting", "colors", "position", "color_attr")
 
 
-def training_section(checkpoint: Path, trained: set[str], model: L2PTransformer2DModel, scores: dict | None,
+def training_section(state: dict, trained: set[str], model: L2PTransformer2DModel, scores: dict | None,
                      ema: bool | None = None) -> str:
     """The model card's account of the run: the recipe as the checkpoint's config records it, and the scores of
-    `training.evaluate` (its scores.json) when given."""
-    state = read_state(checkpoint)
+    `training.evaluate` (its scores.json) when given; `state` is the checkpoint's state.json."""
     config, step = state["config"], state["step"]
     m, o, f = config["model"], config["optim"], config["flow"]
     parameters = model.state_dict()
@@ -111,13 +110,14 @@ def merge(checkpoint: str | Path, file: str | Path | None, pipeline: str | Path 
         with atomic_path(file) as staging:
             save_file(release_state_dict(model, frozen, release_dtypes), str(staging), metadata={"format": "pt"})
     if pipeline is not None:
-        config = run_config(checkpoint)
+        state = read_state(checkpoint)
+        config = state["config"]
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(L2PPipeline.default_scheduler().config, shift=config["flow"]["shift"])
-        card = training_section(checkpoint, trained, model, scores, ema)
+        card = training_section(state, trained, model, scores, ema)
         pipe = L2PPipeline(scheduler, source.text_encoder, source.tokenizer, model.to(storage_dtype))
         sampling = pixel_sampling(model, config["model"]["source"], steps, guidance)
         source_id = config["model"]["source"]
-        base_model = None if Path(source_id).exists() or source_id.startswith((".", "/", "~")) else source_id
+        base_model = source_id if is_hub_id(source_id) else None
         with atomic_directory(pipeline) as staging:
             pipe.save_pretrained(staging, base_model=base_model, repo_id=repo_id, training=card)
             write_sampling(staging, sampling)

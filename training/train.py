@@ -143,6 +143,11 @@ def learning_rate(optim: OptimConfig, step: int, max_steps: int) -> float:
     return rate
 
 
+def is_hub_id(source: str) -> bool:
+    """Whether `model.source` names a Hub repository ("owner/name") rather than a local folder."""
+    return not (source.startswith((".", "/", "~")) or source.count("/") != 1 or Path(source).exists())
+
+
 def validate(config: TrainConfig) -> None:
     """Everything that can be checked before work starts, with the field's name in the message."""
     m, d = config.model, config.data
@@ -153,8 +158,7 @@ def validate(config: TrainConfig) -> None:
     if m.freeze_policy not in POLICIES:
         raise ConfigError(f"model.freeze_policy must be one of {list(POLICIES)}, got {m.freeze_policy!r}")
     source = Path(m.source)
-    looks_local = m.source.startswith((".", "/", "~")) or m.source.count("/") != 1 or source.exists()
-    if looks_local and not (source / "model_index.json").is_file():
+    if not is_hub_id(m.source) and not (source / "model_index.json").is_file():
         raise ConfigError(f"model.source: {m.source} is not a ZImagePipeline folder (no model_index.json)")
     if m.kind == "pixel" and (source / "transformer" / "config.json").is_file():
         depth = json.loads((source / "transformer" / "config.json").read_text()).get("n_layers", 30)
@@ -195,7 +199,9 @@ class Trainer:
     def __init__(self, config: TrainConfig, accelerator: Accelerator):
         self.config, self.accelerator = config, accelerator
         m = config.model
-        self.source = ZImagePipeline.from_pretrained(m.source)
+        # The frozen text encoder loads straight in its own dtype; everything else trains or feeds training in fp32.
+        self.source = ZImagePipeline.from_pretrained(
+            m.source, dtype={"text_encoder": getattr(torch, m.text_encoder_dtype), "default": torch.float32})
         for module in (self.source.text_encoder, self.source.vae, self.source.transformer):
             module.requires_grad_(False).eval()
         torch.manual_seed(config.seed)  # the fresh embedder and head start the same in every process
@@ -220,8 +226,6 @@ class Trainer:
         # The source DiT's weights now live in the model (copied or, for the latent kind, only its config used):
         # dropping it frees a whole DiT of host memory per process (about 25 GB in fp32 at full scale).
         self.source.transformer = None
-        if m.text_encoder_dtype != "float32":
-            self.source.text_encoder.to(getattr(torch, m.text_encoder_dtype))
         if m.gradient_checkpointing:
             self.model.enable_gradient_checkpointing()
         self.model.train()
