@@ -179,6 +179,14 @@ def test_frozen_middle_stays_frozen_and_merge_writes_a_loadable_release_file(sou
     for key in ("overall", "background_match", "count_match", "edge_width_px"):
         assert rows[-1][key] == pytest.approx(final[key], nan_ok=True), key
     assert json.loads((tmp_path / "curve" / "curve.json").read_text())["curve"] == rows
+    # One-step denoising with the checkpoint laid over the merged pipeline is the merged pipeline's own; laid
+    # over a model it does not belong to, it is refused.
+    from training.evaluate import evaluate_denoising
+
+    overlaid = evaluate_denoising(tmp_path / "pipeline", checkpoint=last, n_images=2, sigmas=(0.5,), size=64)
+    assert overlaid["levels"] == evaluate_denoising(tmp_path / "pipeline", n_images=2, sigmas=(0.5,), size=64)["levels"]
+    with pytest.raises(ValueError, match="lacks"):
+        evaluate_denoising(ROOT / "assets" / "tiny-source", checkpoint=last, n_images=1)
     with pytest.raises(ValueError, match="lacks"):
         evaluate_checkpoints(tmp_path / "run", ROOT / "assets" / "tiny-source", n_prompts=1, steps=1)
 

@@ -3,6 +3,7 @@
     python -m training.evaluate toy assets/tiny-source --prompts 300 --out docs/eval/tiny-source
     python -m training.evaluate toy-curve runs/toy/source --base runs/toy/source-init --prompts 100 --out docs/eval/curve
     python -m training.evaluate vae assets/tiny-source/vae --out docs/eval/vae   # reconstruction PSNR + pictures
+    python -m training.evaluate denoise assets/tiny-l2p --out docs/eval/denoise  # one-step denoising PSNR per sigma
     python -m training.evaluate geneval PIPELINE --out outputs/geneval   # GenEval's folder layout
     python -m training.evaluate dpg PIPELINE --out outputs/dpg           # DPG-Bench's 2x2 grids
 
@@ -31,6 +32,7 @@ from l2p.toyworld import partial_credit, sample_prompts, score
 from .files import atomic_file
 from .toy_data import toy_batch
 from .checkpoints import checkpoint_step, checkpoints, load_trained
+from .flow import noised
 from .vae import HELD_OUT_SEED_OFFSET, psnr, reconstruct
 
 # Evaluation prompts and seeds start here: training draws its toy renders from other seed streams
@@ -181,6 +183,55 @@ def evaluate_vae(folder, n_images: int = 64, resolution: int | None = None, seed
     return result
 
 
+# Noise levels the one-step denoising diagnostic reports: 0.136 is the last nonzero sigma of a 20-step
+# sampling run at shift 3 (its error is what stays in the image as grain), 0.95 is where composition is decided.
+DENOISE_SIGMAS = (0.05, 0.136, 0.3, 0.5, 0.8, 0.95)
+
+
+def evaluate_denoising(folder, checkpoint=None, n_images: int = 32, sigmas=DENOISE_SIGMAS, seed: int = HELD_OUT_SEED,
+                       size: int | None = None, out: str | Path | None = None) -> dict:
+    """One-step denoising against noise level, what a sampling run is made of, on held-out toy renders.
+
+    For each sigma: x_t = (1 - sigma) x0 + sigma noise; the DiT's prediction (x0 - noise, `training.flow`) gives
+    x0_hat = x_t + sigma * prediction, scored as PSNR against the render beside the PSNR of x_t itself (doing
+    nothing). Low sigmas say whether a model removes the last of the noise (a pixel model that cannot leaves
+    grain), high sigmas whether it knows what to draw. A latent source is noised and scored through its VAE
+    (encode, noise the standardised latent, decode x0_hat), so its numbers include the VAE's floor; a pixel
+    model is noised in pixels. `checkpoint`: a checkpoint-* folder of a run laid over the folder's DiT."""
+    pipe = load_pipeline(folder)
+    if checkpoint is not None:
+        load_trained(pipe.transformer, checkpoint)
+    resolution = size or run_settings(folder, pipe).width
+    images, prompts, _ = toy_batch(0, n_images, resolution, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    with torch.no_grad():
+        captions, _ = pipe.encode_prompt(prompts, device="cpu", do_classifier_free_guidance=False)
+        captions = [c.float() for c in captions]
+        vae = getattr(pipe, "vae", None)
+        clean = images if vae is None else (vae.encode(images).latent_dist.mode() - vae.config.shift_factor) * vae.config.scaling_factor
+        for sigma in sigmas:
+            noise = torch.randn(clean.shape, generator=generator)
+            x_t = noised(clean, noise, torch.full((n_images,), sigma))
+            t = torch.full((n_images,), 1.0 - sigma)
+            if vae is None:
+                prediction = pipe.transformer(x_t, t, captions).sample
+            else:  # Z-Image's DiT takes a list of (C, frames, H, W) latents
+                prediction = torch.stack(pipe.transformer(list(x_t.unsqueeze(2).unbind(0)), t, captions).sample).squeeze(2)
+            estimate, noisy = x_t + sigma * prediction, x_t
+            if vae is not None:
+                estimate, noisy = (vae.decode(z / vae.config.scaling_factor + vae.config.shift_factor).sample for z in (estimate, noisy))
+            rows.append({"sigma": sigma, "psnr_db": psnr(estimate, images).mean().item(),
+                         "psnr_db_noisy": psnr(noisy, images).mean().item()})
+    result = {"pipeline": str(folder), "checkpoint": None if checkpoint is None else str(checkpoint),
+              "space": "pixels" if vae is None else "latents (scored after the VAE decode)",
+              "images": n_images, "resolution": resolution, "seed": seed, "levels": rows}
+    if out is not None:
+        with atomic_file(Path(out) / "denoising.json", "w") as stream:
+            json.dump(result, stream, indent=1)
+    return result
+
+
 def evaluate_geneval(folder, out, samples: int = 4, steps: int | None = None, guidance: float | None = None, size: int | None = None):
     """Images for GenEval's 553 prompts in its layout: <out>/<index:05d>/samples/<n:05d>.png + metadata.jsonl."""
     pipe = load_pipeline(folder)
@@ -215,10 +266,11 @@ def evaluate_dpg(folder, out, steps: int | None = None, guidance: float | None =
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmark", choices=["toy", "toy-curve", "vae", "geneval", "dpg"])
+    parser.add_argument("benchmark", choices=["toy", "toy-curve", "vae", "denoise", "geneval", "dpg"])
     parser.add_argument("pipeline", help="a ZImagePipeline or L2PPipeline folder (toy-curve: a training run folder; "
                                          "vae: an AutoencoderKL folder)")
     parser.add_argument("--base", help="toy-curve: the pipeline folder the run's checkpoints are loaded into")
+    parser.add_argument("--checkpoint", help="denoise: a checkpoint-* folder of a run laid over the pipeline's DiT")
     parser.add_argument("--out", required=True)
     parser.add_argument("--prompts", type=int, default=300, help="toy: number of prompts")
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED,
@@ -242,6 +294,10 @@ def main(argv=None):
                              args.every)
     elif args.benchmark == "vae":
         print(json.dumps(evaluate_vae(args.pipeline, resolution=args.size, out=args.out), indent=1))
+    elif args.benchmark == "denoise":
+        result = evaluate_denoising(args.pipeline, args.checkpoint, size=args.size, seed=args.seed, out=args.out)
+        for level in result["levels"]:
+            print(f"sigma {level['sigma']:.3f}: x0_hat {level['psnr_db']:5.1f} dB   x_t {level['psnr_db_noisy']:5.1f} dB")
     elif args.benchmark == "geneval":
         evaluate_geneval(args.pipeline, args.out, steps=args.steps, guidance=args.guidance, size=args.size)
     else:
