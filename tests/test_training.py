@@ -373,3 +373,23 @@ def test_trainer_holds_the_text_encoder_in_the_asked_dtype_and_drops_the_copied_
     assert {p.dtype for p in trainer.source.text_encoder.parameters()} == {torch.bfloat16}
     features = trainer.caption_features(["a red circle"])[0]
     assert features.dtype == torch.float32 and torch.isfinite(features).all()
+
+
+def test_new_modules_of_the_transfer_can_learn_at_a_multiple_of_the_rate(source_dir, tmp_path):
+    from accelerate import Accelerator
+
+    from training.train import Trainer
+
+    config = load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "run", **{"optim.new_module_lr_scale": 10}))
+    trainer = Trainer(config, Accelerator(cpu=True))
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train_step()
+    source_group, new_group = trainer.optimizer.param_groups
+    assert new_group["lr"] == pytest.approx(10 * source_group["lr"])
+    names = {id(p): name for name, p in trainer.model.named_parameters()}
+    new_names = {names[id(p)] for p in new_group["params"]}
+    assert new_names and all(name.startswith(("all_x_embedder.", "local_decoder.")) for name in new_names)
+    assert all(not names[id(p)].startswith(("all_x_embedder.", "local_decoder.")) for p in source_group["params"])
+    assert all(not torch.equal(before[name], p) for name, p in trainer.model.named_parameters() if name in new_names)
+    with pytest.raises(ConfigError, match="new_module_lr_scale"):
+        validate(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "bad", **{"optim.new_module_lr_scale": 0})))

@@ -91,6 +91,9 @@ class OptimConfig:
     # Micro-batches of `batch_size` a step: a process's step sees batch_size x gradient_accumulation_steps items.
     gradient_accumulation_steps: int = 1
     grad_clip: float = 1.0
+    # The transfer's new modules (the RGB patch embedder and the Detailer Head) start from nothing while every
+    # other trained tensor is the source's: this multiplies their rate (1: the release's single rate).
+    new_module_lr_scale: float = 1.0
 
 
 @dataclass
@@ -135,6 +138,10 @@ class TrainConfig:
 TRACKERS = ("tensorboard", "wandb", "none")
 
 
+# The pixel model's modules that `L2PTransformer2DModel.from_source` does not copy from the source.
+NEW_MODULES = ("all_x_embedder.", "local_decoder.")
+
+
 def learning_rate(optim: OptimConfig, step: int, max_steps: int) -> float:
     """The rate for a step: a pure function of the step, so a resumed run follows the same curve."""
     rate = optim.lr * min(1.0, (step + 1) / optim.warmup_steps) if optim.warmup_steps else optim.lr
@@ -174,6 +181,8 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"data.path: corpus {d.path!r} is missing (no metadata.jsonl); run training.synthesize first")
     if config.optim.schedule not in ("constant", "cosine"):
         raise ConfigError(f"optim.schedule must be 'constant' or 'cosine', got {config.optim.schedule!r}")
+    if not config.optim.new_module_lr_scale > 0:
+        raise ConfigError(f"optim.new_module_lr_scale must be positive, got {config.optim.new_module_lr_scale!r}")
     if config.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {config.mixed_precision!r}")
     if config.flow.semantic_weight and (m.kind != "latent" or d.kind != "toy"):
@@ -232,7 +241,13 @@ class Trainer:
         self.names = [name for name, p in self.model.named_parameters() if p.requires_grad]
         params = [p for p in self.model.parameters() if p.requires_grad]
         o = config.optim
-        self.optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+        new_modules = m.kind == "pixel" and m.init == "source" and o.new_module_lr_scale != 1.0
+        groups = [{"params": params, "lr_scale": 1.0}]
+        if new_modules:
+            is_new = [name.startswith(NEW_MODULES) for name in self.names]
+            groups = [{"params": [p for p, new in zip(params, is_new) if not new], "lr_scale": 1.0},
+                      {"params": [p for p, new in zip(params, is_new) if new], "lr_scale": o.new_module_lr_scale}]
+        self.optimizer = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
         self.model, self.optimizer = accelerator.prepare(self.model, self.optimizer)
         self.ema = EMAModel(params, decay=config.ema_decay) if config.ema_decay else None
         self.probe = None
@@ -336,7 +351,7 @@ class Trainer:
         if c.optim.grad_clip:
             self.accelerator.clip_grad_norm_(self.model.parameters(), c.optim.grad_clip)
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(c.optim, self.step, c.max_steps)
+            group["lr"] = learning_rate(c.optim, self.step, c.max_steps) * group.get("lr_scale", 1.0)
         self.optimizer.step()
         if self.ema is not None:
             self.ema.step(self.trainable_parameters())
