@@ -22,6 +22,7 @@ from l2p.demo import (
     COMPARE_FIELDS,
     GENERATE_FIELDS,
     GUIDANCE_RANGE,
+    IMAGES_RANGE,
     MAX_SEED,
     NATIVE,
     PRESET_HEADERS,
@@ -35,6 +36,8 @@ from l2p.demo import (
     Preview,
     Request,
     SourceDone,
+    Waiting,
+    history,
     results,
 )
 
@@ -90,20 +93,27 @@ def check_compare(*inputs):
     return _validations(Request.of(COMPARE_FIELDS, inputs), "compare", COMPARE_FIELDS)
 
 
-def generate_seconds(*inputs, **named):
-    return DEMO.gpu_seconds(Request.of(GENERATE_FIELDS, inputs, named), "generate")
+def generate_seconds(request: Request):
+    return DEMO.gpu_seconds(request, "generate")
 
 
-def compare_seconds(*inputs, **named):
-    return DEMO.gpu_seconds(Request.of(COMPARE_FIELDS, inputs, named), "compare")
+def compare_seconds(request: Request):
+    return DEMO.gpu_seconds(request, "compare")
 
 
-def example_seconds(prompt: str):
-    return DEMO.gpu_seconds(DEMO.example_request(prompt), "generate")
+# -- the runs on the device: ZeroGPU holds a GPU for these calls only, for the seconds their estimate asks; a run
+# waits for its turn before (DEMO.queued), holding none ----------------------------------------------------------
+@spaces.GPU(duration=generate_seconds)
+def generate_on_device(request: Request):
+    yield from DEMO.run(request, "generate")
+
+
+@spaces.GPU(duration=compare_seconds)
+def compare_on_device(request: Request):
+    yield from DEMO.run(request, "compare")
 
 
 # -- events ---------------------------------------------------------------------------------------------------
-@spaces.GPU(duration=generate_seconds)
 def generate(
     prompt: str,
     negative_prompt: str = "",
@@ -119,8 +129,9 @@ def generate(
     dype_lambda_t: float = DEFAULTS.dype_lambda_t,
     width: int | None = None,
     height: int | None = None,
+    num_images: int = 1,
 ):
-    """Generate an image from a prompt with the L2P pixel model (no VAE).
+    """Generate images from a prompt with the L2P pixel model (no VAE).
 
     Args:
         prompt: what to draw.
@@ -135,29 +146,34 @@ def generate(
         shift: the noise schedule's shift, 0.5 to 10 (the release samples with 3; the paper found 4 best at 4K).
         dype_lambda_s, dype_lambda_t: DyPE's scale and exponent (0 to 5; 2 and 2), used when DyPE applies.
         width, height: with preset "custom", the size in pixels (multiples of what both models accept, 16 for Z-Image).
+        num_images: how many images, 1 to 4, one after another on seeds seed, seed + 1, ...
 
     Returns:
-        The image (PNG), the seed used, and a line about the run.
+        The images (a gallery of PNGs, each captioned with its seed and carrying its own settings), the first
+        image's seed, and a line about the run.
     """
     yield from _generate(Request.of(GENERATE_FIELDS, (prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed,
                                                       randomize_seed, rope, shift, dype_lambda_s, dype_lambda_t, width,
-                                                      height)))
+                                                      height, num_images)))
 
 
 def _generate(request: Request):
-    """Generate's outputs: image, seed, details, and the run's progress (a State Stop reads; None when done)."""
+    """Generate's outputs: images, seed, details, and the run's progress (a State Stop reads; None when done)."""
+    skip = gr.skip()
     try:
-        for event in DEMO.generate(request):
-            if isinstance(event, Preview):
-                yield event.image, gr.skip(), results.progress_line(event), dataclasses.replace(event, image=None)
+        for event in DEMO.queued(request, "generate", generate_on_device):
+            if isinstance(event, Waiting):
+                yield skip, skip, results.progress_line(event), event
+            elif isinstance(event, Preview):
+                yield [event.image], skip, results.progress_line(event), dataclasses.replace(event, image=None)
             else:
                 note = DEMO.vocabulary_note(request.prompt)
-                yield event.image, event.seed, results.generate_details(event) + (f"\n\n{note}" if note else ""), None
+                yield (results.captioned_images(event), event.seed,
+                       results.generate_details(event) + (f"\n\n{note}" if note else ""), None)
     except DemoError as error:
         raise gr.Error(str(error)) from None
 
 
-@spaces.GPU(duration=compare_seconds)
 def compare(
     prompt: str,
     negative_prompt: str = "",
@@ -193,8 +209,10 @@ def compare(
                                           source_steps, source_guidance))
     skip = gr.skip()
     try:
-        for event in DEMO.compare(request):
-            if isinstance(event, Preview):
+        for event in DEMO.queued(request, "compare", compare_on_device):
+            if isinstance(event, Waiting):
+                yield skip, skip, skip, skip, skip, skip, skip, skip, results.progress_line(event), event
+            elif isinstance(event, Preview):
                 yield skip, skip, skip, skip, skip, skip, skip, skip, results.progress_line(event), dataclasses.replace(event, image=None)
             elif isinstance(event, SourceDone):
                 yield skip, event.image, skip, skip, skip, skip, skip, event.seed, results.progress_line(event), skip
@@ -220,7 +238,6 @@ def _compare_outputs(result):
     )
 
 
-@spaces.GPU(duration=example_seconds)
 def example(prompt: str):
     """An example at the model's native size with a fixed seed, so its cached result is reproducible."""
     yield from _generate(DEMO.example_request(prompt))
@@ -240,10 +257,24 @@ def preset_table(aspect_ratio, steps, guidance, source_steps, source_guidance):
     return gr.skip() if table is None else pd.DataFrame(table[1], columns=table[0])
 
 
-def run_summary(preset, aspect_ratio, steps, guidance, rope, source_steps, source_guidance, width=None, height=None):
+def run_summary(preset, aspect_ratio, steps, guidance, rope, source_steps, source_guidance, width=None, height=None,
+                num_images=1):
     return results.run_line(DEMO, Request("", preset=preset, aspect_ratio=aspect_ratio, steps=steps, guidance=guidance,
                                   rope=rope, source_steps=source_steps, source_guidance=source_guidance,
-                                  width=width, height=height))
+                                  width=width, height=height, num_images=num_images))
+
+
+def remember(visit, served):
+    """This visitor's history with the run's images added, and what its gallery shows."""
+    visit = history.remember(visit, served)
+    return visit, history.gallery(visit)
+
+
+def reuse(visit, selected: gr.SelectData):
+    """The chosen history entry's settings back in the inputs (in GENERATE_FIELDS order), and a line saying so."""
+    entry = visit[selected.index]
+    values = history.reused(entry, DEMO.geometry)
+    return *(values.get(name, gr.skip()) for name in GENERATE_FIELDS), history.reused_line(entry)
 
 
 # -- layout ---------------------------------------------------------------------------------------------------
@@ -267,8 +298,10 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
                 width = gr.Number(DEMO.geometry.native_side, precision=0, label="Width (preset Custom)", elem_id="width")
                 height = gr.Number(DEMO.geometry.native_side, precision=0, label="Height (preset Custom)",
                                    elem_id="height")
+            num_images = CheckedSlider(*IMAGES_RANGE, value=1, step=1, elem_id="num-images",
+                                       label="Images per run (Generate; seeds seed, seed + 1, …)")
             summary = gr.Markdown(run_summary(NATIVE, "1:1", DEFAULTS.steps, DEFAULTS.guidance, "auto",
-                                              DEFAULTS.source_steps, DEFAULTS.source_guidance))
+                                              DEFAULTS.source_steps, DEFAULTS.source_guidance), elem_id="summary")
             with gr.Row():
                 generate_button = gr.Button("Generate", variant="primary", elem_id="generate", scale=2)
                 compare_button = gr.Button("Compare with latent", elem_id="compare", scale=2)
@@ -298,8 +331,9 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
         with gr.Column(scale=3, min_width=400):
             with gr.Tabs() as tabs:
                 with gr.Tab("Pixel model", id="generate"):
-                    image = gr.Image(label="Image", format="png", type="pil", interactive=False,
-                                     buttons=["download", "fullscreen"], elem_id="image")
+                    # type="filepath": what the history reads back (the served PNGs, with their settings).
+                    images = gr.Gallery(label="Images", format="png", type="filepath", interactive=False, columns=2,
+                                        object_fit="contain", buttons=["download", "fullscreen"], elem_id="images")
                     with gr.Row():
                         seed_used = gr.Number(label="Seed used", precision=0, interactive=False)
                     details = gr.Markdown(label="Details", elem_id="details")
@@ -323,30 +357,44 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
                                            label="Power spectrum")
                     gr.Markdown("Radially averaged power spectra of both images: the power at each spatial frequency, "
                                 "up to 0.5 cycles per pixel. A VAE decoder loses the right-hand (high-frequency) end.")
+            visit = gr.State([])  # this visitor's images (l2p.demo.history.Entry), per browser session
+            history_gallery = gr.Gallery(label="This visit's images (choose one to reuse its settings)", columns=6,
+                                         fit_columns=False, height="auto", allow_preview=False, interactive=False,
+                                         format="png",
+                                         elem_id="history")
+            history_note = gr.Markdown("", elem_id="history-note")
     presets_table = gr.Dataframe(
         preset_table("1:1", DEFAULTS.steps, DEFAULTS.guidance, DEFAULTS.source_steps, DEFAULTS.source_guidance),
         headers=PRESET_HEADERS, interactive=False, label="Every preset on this hardware, at this aspect ratio (estimates)",
     )
     progress = gr.State(None)  # the running run's last Preview (l2p.demo.Preview, without its image), for Stop's message
-    gr.Examples([[p] for p in DEMO.examples], inputs=[prompt], outputs=[image, seed_used, details, progress], fn=example,
+    gr.Examples([[p] for p in DEMO.examples], inputs=[prompt], outputs=[images, seed_used, details, progress], fn=example,
                 cache_examples=True, cache_mode="lazy", label="Examples (at the native size, seed 0)")
 
-    generate_inputs = [prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed, randomize_seed, rope, shift,
-                       dype_lambda_s, dype_lambda_t, width, height]
-    compare_inputs = [*generate_inputs, source_steps, source_guidance]
+    shared_inputs = [prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed, randomize_seed, rope, shift,
+                     dype_lambda_s, dype_lambda_t, width, height]
+    generate_inputs = [*shared_inputs, num_images]  # GENERATE_FIELDS
+    compare_inputs = [*shared_inputs, source_steps, source_guidance]  # COMPARE_FIELDS
+    # Runs wait for their turn in the app's own queue (l2p.demo.admission), which tells each waiting visitor what is
+    # ahead by this app's estimates; so Gradio starts every admitted run at once (its queue still caps the total).
+    started_at_once = CONFIG.max_queue + CONFIG.concurrency
     generate_event = gr.on(
-        [generate_button.click, prompt.submit], generate, generate_inputs, [image, seed_used, details, progress],
-        api_name="generate", validator=check_generate, concurrency_id="device", concurrency_limit=CONFIG.concurrency,
+        [generate_button.click, prompt.submit], generate, generate_inputs, [images, seed_used, details, progress],
+        api_name="generate", validator=check_generate, concurrency_id="device", concurrency_limit=started_at_once,
     )
+    generate_event.success(remember, [visit, images], [visit, history_gallery], queue=False, api_visibility="private",
+                           show_progress="hidden")
+    history_gallery.select(reuse, visit, [*generate_inputs, history_note], queue=False, api_visibility="private",
+                           show_progress="hidden")
     generate_button.click(lambda: gr.Tabs(selected="generate"), None, tabs, queue=False, api_visibility="private")
     compare_event = compare_button.click(
         compare, compare_inputs,
         [slider, source_image, pixel_image, costs, source_crop, pixel_crop, spectrum, compare_seed, compare_summary,
          progress],
-        api_name="compare", validator=check_compare, concurrency_id="device", concurrency_limit=CONFIG.concurrency,
+        api_name="compare", validator=check_compare, concurrency_id="device", concurrency_limit=started_at_once,
     )
     compare_button.click(lambda: gr.Tabs(selected="compare"), None, tabs, queue=False, api_visibility="private")
-    stop_outputs = [image, seed_used, details, slider, source_image, pixel_image, compare_seed, compare_summary, progress]
+    stop_outputs = [images, seed_used, details, slider, source_image, pixel_image, compare_seed, compare_summary, progress]
     stop_button.click(stopped, progress, stop_outputs, cancels=[generate_event, compare_event], queue=False,
                       api_visibility="private")
 
@@ -354,7 +402,7 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
     gr.on([c.change for c in cost_inputs], preset_table, cost_inputs, presets_table, queue=False,
           api_visibility="private", show_progress="hidden")
     prompt.change(DEMO.vocabulary_note, prompt, vocabulary, queue=False, api_visibility="private", show_progress="hidden")
-    summary_inputs = [preset, aspect_ratio, steps, guidance, rope, source_steps, source_guidance, width, height]
+    summary_inputs = [preset, aspect_ratio, steps, guidance, rope, source_steps, source_guidance, width, height, num_images]
     gr.on([c.change for c in summary_inputs], run_summary, summary_inputs, summary, queue=False,
           api_visibility="private", show_progress="hidden")
 

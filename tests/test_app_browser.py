@@ -7,6 +7,7 @@ Skipped only when /usr/bin/chromium (or the playwright package) is absent; CI in
 """
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -54,9 +55,9 @@ def test_type_a_prompt_generate_then_compare(app_url, screenshots):
         page.locator("#prompt textarea").fill(PROMPT)
         page.locator("#generate").click()
         page.get_by_text("took").wait_for(timeout=TIMEOUT_MS)
-        expect(page.locator("#image img")).to_have_count(1, timeout=TIMEOUT_MS)
-        page.wait_for_function(LOADED, arg="#image img", timeout=TIMEOUT_MS)
-        assert page.locator("#image img").evaluate("img => [img.naturalWidth, img.naturalHeight]") == [side, side]
+        expect(page.locator("#images img")).to_have_count(1, timeout=TIMEOUT_MS)
+        page.wait_for_function(LOADED, arg="#images img", timeout=TIMEOUT_MS)
+        assert page.locator("#images img").evaluate("img => [img.naturalWidth, img.naturalHeight]") == [side, side]
         page.screenshot(path=screenshots / "generate.png", full_page=True)
 
         page.locator("#compare").click()
@@ -90,13 +91,13 @@ def test_stop_says_where_it_stopped_and_clears_the_stale_preview(app_url, screen
         # The page has taken the new steps once its run line's estimate has moved (100 steps, ~5x the default).
         expect(summary).not_to_have_text(before, timeout=10_000)
         page.locator("#generate").click()
-        expect(page.locator("#image img")).to_have_count(1, timeout=TIMEOUT_MS)  # the first preview (~1 s in)
+        expect(page.locator("#images img")).to_have_count(1, timeout=TIMEOUT_MS)  # the first preview (~1 s in)
         page.locator("#stop").click()
         details = page.locator("#details")
         expect(details).to_contain_text("Stopped at step", timeout=10_000)
         assert "took" not in details.inner_text()  # it was stopped before it finished
         assert " of 100." in details.inner_text()
-        expect(page.locator("#image img")).to_have_count(0, timeout=10_000)  # the stale preview is gone
+        expect(page.locator("#images img")).to_have_count(0, timeout=10_000)  # the stale preview is gone
         page.screenshot(path=screenshots / "stopped.png", full_page=True)
         # The next run goes ahead as usual (once the page has heard that the stopped one ended: until then Gradio
         # ignores a second click on a running event's button).
@@ -105,4 +106,65 @@ def test_stop_says_where_it_stopped_and_clears_the_stale_preview(app_url, screen
         steps.press("Enter")
         page.locator("#generate").click()
         expect(details).to_contain_text("took", timeout=TIMEOUT_MS)
-        expect(page.locator("#image img")).to_have_count(1, timeout=TIMEOUT_MS)
+        expect(page.locator("#images img")).to_have_count(1, timeout=TIMEOUT_MS)
+
+
+def test_this_visits_gallery_keeps_each_image_with_its_settings_and_reuses_them(app_url, screenshots):
+    """Two images per run land in this visitor's gallery, each with its seed; choosing one puts its settings back
+    in the inputs; another visitor's gallery is their own (empty)."""
+    from playwright.sync_api import expect
+
+    app_url, side = app_url
+    with browser_page() as page:
+        page.goto(app_url, wait_until="load")
+        page.locator("#prompt textarea").wait_for(timeout=TIMEOUT_MS)
+        page.locator("#prompt textarea").fill(PROMPT)
+        count = page.locator("#num-images input[type=number]")
+        count.fill("2")
+        count.press("Enter")
+        page.get_by_role("button", name="Settings ▼").click()
+        page.get_by_label("Randomize seed").uncheck()
+        seed = page.get_by_label(re.compile(r"^Seed \(0 to"))
+        seed.fill("40")
+        seed.press("Enter")
+        expect(page.locator("#summary")).to_contain_text("for 2 images", timeout=10_000)
+        page.locator("#generate").click()
+        expect(page.locator("#details")).to_contain_text("2 images, seeds 40, 41", timeout=TIMEOUT_MS)
+        expect(page.locator("#images img")).to_have_count(2, timeout=TIMEOUT_MS)
+        history = page.locator("#history img")
+        expect(history).to_have_count(2, timeout=TIMEOUT_MS)
+        page.wait_for_function(LOADED, arg="#history img", timeout=TIMEOUT_MS)
+        expect(page.locator("#history")).to_contain_text(f"{PROMPT} · seed 41 · {side}×{side}")
+
+        # Change the settings, then take the second image's back.
+        page.locator("#prompt textarea").fill("a yellow triangle")
+        seed.fill("7")
+        seed.press("Enter")
+        history.nth(1).click()
+        expect(page.locator("#history-note")).to_contain_text(f"Settings reused from “{PROMPT}”: seed 41",
+                                                              timeout=10_000)
+        expect(page.locator("#prompt textarea")).to_have_value(PROMPT)
+        expect(seed).to_have_value("41")
+        expect(count).to_have_value("1")
+        page.screenshot(path=screenshots / "gallery.png", full_page=True)
+
+        # The reused settings make that image again, and it joins the gallery.
+        page.locator("#generate").click()
+        expect(page.locator("#details")).to_contain_text("seed 41 ·", timeout=TIMEOUT_MS)
+        expect(history).to_have_count(3, timeout=TIMEOUT_MS)
+        # Served files are named by their content: the same PNG, settings chunks and all.
+        assert history.nth(0).get_attribute("src") == history.nth(2).get_attribute("src")
+        assert history.nth(0).get_attribute("src") != history.nth(1).get_attribute("src")
+
+        # Another visitor, at the same time: a new tab is a new session (even in the same browser).
+        other = page.context.new_page()
+        other.goto(app_url, wait_until="load")
+        other.locator("#prompt textarea").wait_for(timeout=TIMEOUT_MS)
+        expect(other.locator("#history img")).to_have_count(0)
+        other.locator("#prompt textarea").fill("a green square")
+        other.locator("#generate").click()
+        expect(other.locator("#details")).to_contain_text("took", timeout=TIMEOUT_MS)
+        expect(other.locator("#history img")).to_have_count(1, timeout=TIMEOUT_MS)  # only their own image
+        expect(other.locator("#history")).to_contain_text("a green square")
+        expect(history).to_have_count(3)  # and this visitor's gallery is unchanged
+        expect(page.locator("#history")).not_to_contain_text("a green square")

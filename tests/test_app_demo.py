@@ -28,10 +28,11 @@ from l2p.demo import (
     ProgressPacer,
     Request,
     SourceDone,
+    Waiting,
     load_models,
     x0_preview,
 )
-from l2p.demo.presets import PRESETS, Geometry, image_size, is_native, preset_label, resolve_rope
+from l2p.demo.presets import PRESETS, Geometry, image_size, is_native, preset_for_size, preset_label, resolve_rope
 from l2p.device import measure
 
 STEPS = 2
@@ -222,9 +223,13 @@ def test_estimates_for_every_preset_before_running(demo):
     assert rows[-1][4].endswith("(too much)") and not rows[0][4].endswith("(too much)")
     summary = demo.run_summary(Request("", preset="1K", aspect_ratio="16:9", steps=30, guidance=2.0))
     assert summary.startswith("1024×576 · zero-shot · RoPE dype · ~")
-    assert demo.gpu_seconds(Request("x", steps=30)) >= 20
-    assert demo.gpu_seconds(Request("x", preset="8K", steps=30)) > demo.gpu_seconds(Request("x", steps=30))
-    assert demo.gpu_seconds(Request("x", preset="8K", steps=30), "compare") > demo.gpu_seconds(Request("x", preset="8K", steps=30))
+    for preset in ("native", "2K", "8K"):
+        for kind in ("generate", "compare"):
+            request = Request("x", preset=preset, steps=30)
+            seconds = demo.plan(request, kind).estimate.seconds
+            assert demo.gpu_seconds(request, kind) == min(120, max(20, int(np.ceil(seconds * 1.5 + 10))))
+    request = Request("x", preset="2K", steps=30)
+    assert demo.plan(request, "compare").estimate.seconds > demo.plan(request).estimate.seconds
 
 
 def test_no_cost_model_means_no_estimate_and_no_memory_check(assets):
@@ -493,10 +498,14 @@ def test_default_run_time_limit_fits_the_platform(monkeypatch):
     from l2p.demo.config import run_time_limit
 
     monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
-    assert run_time_limit(None, "cpu") == 120 and run_time_limit(None, "cuda") == 600
-    assert run_time_limit(30.0, "cuda") == 30 and run_time_limit(0.0, "cpu") is None
+    assert run_time_limit(None, "cpu") == (120, "L2P_MAX_SECONDS") and run_time_limit(None, "cuda")[0] == 600
+    assert run_time_limit(30.0, "cuda")[0] == 30 and run_time_limit(0.0, "cpu")[0] is None
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
-    assert run_time_limit(None, "cuda") == 120
+    assert run_time_limit(None, "cuda") == (120, "L2P_MAX_SECONDS")
+    # On ZeroGPU no run may be estimated past what one GPU call may ask for: ZeroGPU would abort it midway.
+    assert run_time_limit(600.0, "cuda", gpu_max_seconds=90.0) == (90.0, "L2P_GPU_MAX_SECONDS, what a ZeroGPU call may ask for")
+    assert run_time_limit(0.0, "cuda", gpu_max_seconds=90.0)[0] == 90.0
+    assert run_time_limit(60.0, "cuda", gpu_max_seconds=90.0) == (60.0, "L2P_MAX_SECONDS")
 
 
 def test_the_default_limit_refuses_a_long_run_before_it_queues(assets):
@@ -534,3 +543,126 @@ def test_free_width_and_height_with_the_nearest_valid_sizes(demo):
     assert "Height must be from 16 to 8192 px" in demo.plan(Request("a", preset="custom", width=64, height=9000)).problems["height"]
     result = list(demo.generate(Request("a red circle", preset="custom", width=192, height=96, steps=STEPS)))[-1]
     assert result.image.size == (192, 96) and (result.width, result.height) == (192, 96)
+
+
+# -- images per run ---------------------------------------------------------------------------------------------
+def test_images_per_run_on_consecutive_seeds_each_tagged_with_its_own(demo, monkeypatch):
+    monkeypatch.setattr(demo, "preview_interval", 0.0)
+    previews, result = run(demo.generate(Request("a red circle", steps=STEPS, seed=MAX_SEED - 1, num_images=3)))
+    assert result.seeds == [MAX_SEED - 1, MAX_SEED, 0]  # seed, seed + 1, ... wrapping past the largest seed
+    assert [(p.index, p.count, p.step) for p in previews] == [(1, 3, 1), (2, 3, 1), (3, 3, 1)]
+    assert results.progress_line(previews[1]).startswith("Step 1 of 2 of image 2 of 3")
+    assert results.stopped_line(previews[1]) == "Stopped at step 1 of 2 of image 2 of 3."
+    assert [image.info["seed"] for image in result.images] == [str(seed) for seed in result.seeds]
+    assert "3 images, seeds 2147483646, 2147483647, 0" in results.generate_details(result)
+    # Each image is the one a one-image run on its seed makes.
+    _, alone = run(demo.generate(Request("a red circle", steps=STEPS, seed=0)))
+    assert np.array_equal(np.asarray(alone.image), np.asarray(result.images[2]))
+    assert not np.array_equal(np.asarray(result.images[0]), np.asarray(result.images[2]))
+
+
+def test_images_per_run_count_in_the_estimate_and_the_limit(assets):
+    config = DemoConfig(assets=str(assets), steps=STEPS, max_seconds=1.0)
+    demo = Demo(load_models(config), config, synthetic_costs(memory_limit=None), "synthetic")
+    one = demo.plan(Request("a", preset="1K", steps=50))
+    four = demo.plan(Request("a", preset="1K", steps=50, num_images=4))
+    assert four.estimate.seconds == pytest.approx(4 * one.estimate.seconds)
+    assert four.estimate.peak_memory_bytes == one.estimate.peak_memory_bytes  # one after another, not batched
+    assert one.estimate.seconds < 1.0 < four.estimate.seconds  # one fits the limit, four do not
+    assert not one.problems and four.problems["preset"].startswith("4 images at 1024×1024 would take about")
+    assert "fewer steps or fewer images" in four.problems["preset"]
+    assert "for 4 images" in results.run_line(demo, Request("", preset="1K", steps=50, num_images=4))
+    # Compare makes one pair whatever the count.
+    assert demo.plan(Request("a", num_images=9), "compare").problems == {}
+
+
+@pytest.mark.parametrize("count", [0, 5, 2.5, -1, True])
+def test_images_per_run_outside_one_to_four_are_refused(demo, count):
+    request = Request("a red circle", steps=STEPS, num_images=count)
+    assert demo.problems(request) == {"num_images": f"Images per run must be a whole number from 1 to 4, got {count!r}."}
+    with pytest.raises(DemoError, match="^Images per run must be a whole number from 1 to 4"):
+        next(demo.generate(request))
+
+
+# -- ZeroGPU durations --------------------------------------------------------------------------------------------
+def test_zero_gpu_durations_follow_the_estimate_capped_by_the_quota(assets, monkeypatch):
+    config = DemoConfig(assets=str(assets), steps=STEPS, gpu_max_seconds=90.0)
+    demo = Demo(load_models(config), config, synthetic_costs(memory_limit=2**50, per_token_s=1e-5), "synthetic")
+    small = Request("a", preset="2K", steps=50)
+    estimate = demo.plan(small).estimate.seconds
+    assert 20 < estimate * 1.5 + 10 < 90 / 2  # between the floor and the cap: the estimate with headroom
+    assert demo.gpu_seconds(small) == int(np.ceil(estimate * 1.5 + 10))
+    two = dataclasses.replace(small, num_images=2)  # the estimate is the whole run's, all its images
+    assert demo.gpu_seconds(two) == int(np.ceil(2 * estimate * 1.5 + 10))
+    assert demo.gpu_seconds(dataclasses.replace(small, num_images=4)) == 90
+    assert demo.gpu_seconds(Request("a", steps=1)) == 20  # a floor for start-up and transfers
+    assert demo.gpu_seconds(Request("a", preset="8K", steps=50)) == 90  # the cap (L2P_GPU_MAX_SECONDS)
+    assert Demo(demo.models, config, None).gpu_seconds(small) == 90  # no estimate: the cap
+    # On ZeroGPU a run estimated past the cap is refused before it queues, naming the setting.
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    zero = Demo(demo.models, DemoConfig(assets=str(assets), steps=STEPS, max_seconds=600.0, gpu_max_seconds=60.0),
+                synthetic_costs(memory_limit=2**50, per_token_s=1e-5), "synthetic")
+    message = zero.problems(Request("a", preset="8K", steps=50))["preset"]
+    assert "over this app's limit of 60.0 s a run (L2P_GPU_MAX_SECONDS, what a ZeroGPU call may ask for)" in message
+    monkeypatch.setenv("L2P_GPU_MAX_SECONDS", "300")
+    assert DemoConfig.load().gpu_max_seconds == 300.0
+
+
+# -- the app's own queue: turns and what waiting runs are told ----------------------------------------------------
+def test_a_waiting_run_is_told_the_runs_ahead_and_their_estimated_time(demo, monkeypatch):
+    monkeypatch.setattr(demo, "preview_interval", 0.0)
+    first = demo.generate(Request("a red circle", steps=50, guidance=1.0))
+    assert isinstance(next(first), Preview)  # running (its first step done), holding the turn
+    second = demo.generate(Request("a blue square", steps=STEPS, guidance=1.0))
+    waiting = next(second)
+    assert isinstance(waiting, Waiting) and waiting.ahead == 1 and waiting.unknown == 0
+    expected = demo.plan(Request("a red circle", steps=50, guidance=1.0)).estimate.seconds
+    assert 0 <= waiting.seconds <= expected  # the running run's estimate, less what it has run
+    assert results.waiting_line(waiting).startswith("Waiting: 1 run ahead of you, about ")
+    assert results.stopped_line(waiting) == "Stopped while waiting for its turn; it had not started."
+    first.close()  # the run ahead is stopped: this one's turn comes
+    events = list(second)
+    assert isinstance(events[-1], GenerateResult) and demo.admissions.waiting == 0
+
+
+# -- this visit's gallery ---------------------------------------------------------------------------------------
+def test_the_history_reads_settings_from_served_pngs_and_remakes_an_image(demo, tmp_path):
+    from gradio.processing_utils import save_pil_to_cache
+
+    from l2p.demo import history
+
+    geometry = demo.geometry
+    assert preset_for_size(256, 144, geometry) == ("native", "16:9")
+    assert preset_for_size(1024, 1024, geometry) == ("1K", "1:1") and preset_for_size(160, 96, geometry)[0] == "custom"
+    _, made = run(demo.generate(Request("a red circle", negative_prompt="a square", aspect_ratio="16:9", steps=STEPS,
+                                        guidance=2.5, seed=21, num_images=2, shift=2.0)))
+    _, custom = run(demo.generate(Request("a blue square", preset="custom", width=160, height=96, steps=STEPS, seed=4)))
+    # As Gradio serves them (what the page's gallery hands back), with a preview that carries no settings.
+    served = [(save_pil_to_cache(image, str(tmp_path), format="png"), f"seed {seed}")
+              for image, seed in zip(made.images, made.seeds)]
+    preview = save_pil_to_cache(Image.new("RGB", (8, 8)), str(tmp_path), format="png")
+    visit = history.remember([], served + [(preview, None)])
+    visit = history.remember(visit, [save_pil_to_cache(custom.image, str(tmp_path), format="png")])
+    assert [entry.settings["seed"] for entry in visit] == ["4", "21", "22"]  # newest first, no preview
+    assert history.gallery(visit)[1] == (served[0][0], "a red circle · seed 21 · 256×144 · 2 steps · guidance 2.5 · tiny-l2p")
+    values = history.reused(visit[2], geometry)
+    assert values == {"prompt": "a red circle", "negative_prompt": "a square", "preset": "native", "aspect_ratio": "16:9",
+                      "steps": STEPS, "guidance": 2.5, "seed": 22, "randomize_seed": False, "num_images": 1,
+                      "rope": "none", "shift": 2.0}
+    _, again = run(demo.generate(Request(**values)))
+    assert np.array_equal(np.asarray(again.image), np.asarray(made.images[1]))
+    values = history.reused(visit[0], geometry)
+    assert (values["preset"], values["width"], values["height"]) == ("custom", 160, 96) and "aspect_ratio" not in values
+    assert history.reused_line(visit[0]).startswith("**Settings reused** from “a blue square”: seed 4, 2 steps")
+    assert len(history.remember(visit * 30, served)) == history.HISTORY_MAX
+
+
+def test_dype_parameters_travel_with_a_zero_shot_image(demo):
+    from l2p.demo.metadata import read_settings
+
+    _, result = run(demo.generate(Request("a red circle", preset="custom", width=512, height=256, rope="dype", steps=1,
+                                          guidance=1.0, dype_lambda_s=0.5)))
+    settings = read_settings(result.image.info)
+    assert (settings["rope"], settings["dype_lambda_s"], settings["dype_lambda_t"]) == ("dype", "0.5", "2")
+    assert result.image.info["parameters"].endswith("RoPE: dype, Shift: 3, DyPE: 0.5 2")
+    assert read_settings({"prompt": "x"}) is None

@@ -35,6 +35,11 @@ def png(path) -> Image.Image:
     return image
 
 
+def first(images) -> str:
+    """The path of a run's first image, from the gallery /generate returns."""
+    return images[0]["image"]
+
+
 def test_named_endpoints_where_only_the_prompt_is_required(client):
     api = client.view_api(return_format="dict", print_info=False)
     assert {"/generate", "/compare"} <= set(api["named_endpoints"])
@@ -44,24 +49,24 @@ def test_named_endpoints_where_only_the_prompt_is_required(client):
 
 
 def test_generate_with_only_a_prompt(client):
-    path, seed, details = client.predict(prompt="a red circle", api_name="/generate")
-    assert png(path).size == (256, 256)
+    images, seed, details = client.predict(prompt="a red circle", api_name="/generate")
+    assert len(images) == 1 and images[0]["caption"] == f"seed {seed}" and png(first(images)).size == (256, 256)
     assert isinstance(seed, int) and f"seed {seed}" in details and "native" in details
 
 
 def test_generate_echoes_the_seed_and_honours_size_and_seed(client):
-    first = client.predict(prompt="a blue square", aspect_ratio="16:9", seed=1234, randomize_seed=False, api_name="/generate")
+    one = client.predict(prompt="a blue square", aspect_ratio="16:9", seed=1234, randomize_seed=False, api_name="/generate")
     again = client.predict(prompt="a blue square", aspect_ratio="16:9", seed=1234, randomize_seed=False, api_name="/generate")
-    assert first[1] == again[1] == 1234
-    assert png(first[0]).size == (256, 144)
-    assert png(first[0]).tobytes() == png(again[0]).tobytes()
+    assert one[1] == again[1] == 1234
+    assert png(first(one[0])).size == (256, 144)
+    assert png(first(one[0])).tobytes() == png(first(again[0])).tobytes()
 
 
 def test_downloaded_pngs_carry_their_settings(client):
     """A PNG round trip: what the API hands out says, in its text chunks, how to make it again."""
-    path, seed, _ = client.predict(prompt="a red circle", negative_prompt="a blue square", steps=STEPS, guidance=2.5,
-                                   seed=42, randomize_seed=False, api_name="/generate")
-    text = png(path).text
+    images, seed, _ = client.predict(prompt="a red circle", negative_prompt="a blue square", steps=STEPS, guidance=2.5,
+                                     seed=42, randomize_seed=False, api_name="/generate")
+    text = png(first(images)).text
     assert (text["prompt"], text["negative_prompt"], text["seed"], text["steps"], text["guidance"], text["size"]) == (
         "a red circle", "a blue square", "42", str(STEPS), "2.5", "256x256")
     assert text["model"].endswith("tiny-l2p") and text["rope"] == "none"
@@ -76,17 +81,17 @@ def test_downloaded_pngs_carry_their_settings(client):
 
 
 def test_free_width_and_height(client):
-    path, *_ = client.predict(prompt="a red circle", preset="custom", width=160, height=96, steps=STEPS, api_name="/generate")
-    assert png(path).size == (160, 96)
+    images, *_ = client.predict(prompt="a red circle", preset="custom", width=160, height=96, steps=STEPS, api_name="/generate")
+    assert png(first(images)).size == (160, 96)
     with pytest.raises(ValidationError, match="width: Width 150 is not a multiple of 16 px .* nearest valid: 144 or 160"):
         client.predict(prompt="a red circle", preset="custom", width=150, height=96, api_name="/generate")
 
 
 def test_advanced_settings_change_the_image_and_are_checked(client):
     def image(**settings):
-        path, *_ = client.predict(prompt="a red circle", steps=STEPS, seed=8, randomize_seed=False, api_name="/generate",
-                                  **settings)
-        return png(path)
+        images, *_ = client.predict(prompt="a red circle", steps=STEPS, seed=8, randomize_seed=False, api_name="/generate",
+                                    **settings)
+        return png(first(images))
 
     default = image()
     assert image(shift=3.0).tobytes() == default.tobytes()  # the release's shift is the default
@@ -96,6 +101,16 @@ def test_advanced_settings_change_the_image_and_are_checked(client):
     assert image(**zero_shot).tobytes() != image(**zero_shot, dype_lambda_s=0.5).tobytes()
     with pytest.raises(ValidationError, match="Shift must be between 0.5 and 10"):
         image(shift=50.0)
+
+
+def test_several_images_per_run_each_png_with_its_own_seed(client):
+    images, seed, details = client.predict(prompt="a red circle", steps=STEPS, seed=70, randomize_seed=False,
+                                           num_images=3, api_name="/generate")
+    assert seed == 70 and "3 images, seeds 70, 71, 72" in details
+    assert [item["caption"] for item in images] == ["seed 70 (1 of 3)", "seed 71 (2 of 3)", "seed 72 (3 of 3)"]
+    assert [png(item["image"]).text["seed"] for item in images] == ["70", "71", "72"]
+    alone, *_ = client.predict(prompt="a red circle", steps=STEPS, seed=72, randomize_seed=False, api_name="/generate")
+    assert png(first(alone)).tobytes() == png(images[2]["image"]).tobytes()  # the same image a one-image run makes
 
 
 def test_compare_returns_both_images_the_seed_and_the_cost_table(client):
@@ -126,6 +141,8 @@ def test_compare_returns_both_images_the_seed_and_the_cost_table(client):
         (dict(prompt="a", seed=-3, randomize_seed=False), "seed: Seed must be a whole number"),
         (dict(prompt="a", aspect_ratio="2:1"), "aspect_ratio: Unknown aspect ratio '2:1'"),
         (dict(prompt="a", shift=0.1), "shift: Shift must be between 0.5 and 10, got 0.1"),
+        (dict(prompt="a", num_images=0), "num_images: Images per run must be a whole number from 1 to 4, got 0."),
+        (dict(prompt="a", num_images=5), "num_images: Images per run must be a whole number from 1 to 4, got 5."),
     ],
 )
 def test_bad_inputs_are_refused_before_the_queue_with_their_message(client, arguments, message):
@@ -144,8 +161,8 @@ def test_still_serving_after_bad_inputs_and_a_cancelled_run(client):
     while job.status().code.name != "ITERATING" and time.monotonic() < deadline:
         time.sleep(0.2)
     assert job.cancel()
-    path, seed, _ = client.predict(prompt="a green triangle", seed=9, randomize_seed=False, api_name="/generate")
-    assert seed == 9 and png(path).size == (256, 256)
+    images, seed, _ = client.predict(prompt="a green triangle", seed=9, randomize_seed=False, api_name="/generate")
+    assert seed == 9 and png(first(images)).size == (256, 256)
 
 
 def test_the_page_says_why_the_configured_models_were_not_loaded(server):

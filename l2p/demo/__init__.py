@@ -22,6 +22,7 @@ stops it with one line naming the setting and the fix.
 | L2P_SOURCE_STEPS, L2P_SOURCE_GUIDANCE | source_steps, source_guidance | the source's defaults in Compare (else its folder's sampling.json, or the pixel model's where the two sampling.json agree; else Z-Image-Turbo's 9, 1.0) |
 | L2P_BENCHMARKS | benchmarks | a `docs/benchmarks/*.json` to estimate costs from (else measured at start-up) |
 | L2P_MAX_SECONDS | max_seconds | refuse runs estimated to take longer, before they queue (default: 120 on a CPU or ZeroGPU, 600 on a dedicated GPU; 0: no limit) |
+| L2P_GPU_MAX_SECONDS | gpu_max_seconds | the most a ZeroGPU call asks for (120); each asks for its run's estimate with headroom, up to this, and on ZeroGPU no run may be estimated past it |
 | L2P_CONCURRENCY, L2P_MAX_QUEUE | concurrency, max_queue | runs at once per device (1), waiting runs (20; counted by `admission`, as Gradio's own check lets bursts through) |
 | L2P_MCP | mcp | serve the endpoints as MCP tools too (default: on when `gradio[mcp]` is installed; 0: off) |
 
@@ -32,11 +33,12 @@ Modules, one concept each:
 | `config` | `DemoConfig`: the settings above |
 | `loading` | loading the models once (configured, else embedded) and the cost model (`l2p.bench.costs`) |
 | `presets` | resolution presets, aspect ratios, RoPE choices and the `Geometry` of a loaded pair |
-| `plan` | `Request`, and `Plan`: a request resolved once (problems, size, RoPE strategies, estimates) |
+| `plan` | `Request`, and `Plan`: a request resolved once (problems, size, RoPE strategies, estimates for all its images) |
 | `runs` | the Generate and Compare runs themselves: pipeline calls, paced progress, stages measured |
 | `worker` | one run at a time on a worker thread: streaming, cancelling, failures as messages |
-| `admission` | the queue limit: runs accepted and not yet finished, counted in the validator |
-| `metadata` | the settings a downloaded PNG carries as text chunks |
+| `admission` | the app's own queue: runs accepted (the limit, counted in the validator), whose turn it is, what is ahead of a waiting run |
+| `metadata` | the settings a downloaded PNG carries as text chunks, and reading them back |
+| `history` | a visitor's gallery of this visit's images with their settings, and the inputs that remake one |
 | `results` | what runs give back, the cost and preset tables, and every line of text the page shows |
 | `analysis` | 1:1 crops of the most detailed region and radially averaged power spectra |
 | `service` | `Demo`: the loaded models and one method per thing the page can ask for |
@@ -47,7 +49,8 @@ from .config import DemoConfig
 from .errors import Cancelled, DemoError, MissingAssets
 from .loading import BUILD_COMMAND, LoadedModels, load_cost_model, load_models
 from .plan import (
-    COMPARE_FIELDS, DYPE_RANGE, GENERATE_FIELDS, GUIDANCE_RANGE, MAX_SEED, SHIFT_RANGE, STEPS_RANGE, Plan, Request,
+    COMPARE_FIELDS, DYPE_RANGE, GENERATE_FIELDS, GUIDANCE_RANGE, IMAGES_RANGE, MAX_SEED, SHIFT_RANGE, STEPS_RANGE, Plan,
+    Request, seeds_of,
 )
 from .presets import ASPECT_RATIOS, NATIVE, PRESETS, ROPE_CHOICES, Geometry, image_size, is_native, preset_label, resolve_rope
 from .results import (
@@ -56,6 +59,7 @@ from .results import (
     GenerateResult,
     Preview,
     SourceDone,
+    Waiting,
     format_bytes,
     format_estimate,
     format_seconds,
@@ -65,10 +69,10 @@ from .service import Demo
 
 __all__ = [
     "ASPECT_RATIOS", "BUILD_COMMAND", "COMPARE_FIELDS", "GENERATE_FIELDS", "GUIDANCE_RANGE", "MAX_SEED", "NATIVE",
-    "DYPE_RANGE", "PRESETS", "PRESET_HEADERS", "PREVIEW_INTERVAL_S", "ROPE_CHOICES", "SHIFT_RANGE", "STEPS_RANGE", "Cancelled", "CompareResult",
+    "DYPE_RANGE", "IMAGES_RANGE", "PRESETS", "PRESET_HEADERS", "PREVIEW_INTERVAL_S", "ROPE_CHOICES", "SHIFT_RANGE", "STEPS_RANGE", "Cancelled", "CompareResult",
     "Demo", "DemoConfig", "DemoError", "GenerateResult", "Geometry", "LoadedModels", "MissingAssets", "Plan",
-    "Preview", "ProgressPacer", "Request", "SourceDone", "detail_box",
+    "Preview", "ProgressPacer", "Request", "SourceDone", "Waiting", "detail_box",
     "format_bytes", "format_estimate", "format_seconds", "high_frequency_share", "image_size",
     "is_native", "load_cost_model", "load_models", "matching_crops", "preset_label",
-    "radial_power_spectrum", "resolve_rope", "x0_preview",
+    "radial_power_spectrum", "resolve_rope", "seeds_of", "x0_preview",
 ]

@@ -26,15 +26,28 @@ def on_zero_gpu() -> bool:
 # time, so one long run must not hold everyone behind it; a dedicated GPU gets more room for 4K and 8K.
 SHARED_PLATFORM_MAX_SECONDS = 120.0
 DEDICATED_GPU_MAX_SECONDS = 600.0
+# The most a `@spaces.GPU` call asks ZeroGPU for (L2P_GPU_MAX_SECONDS). ZeroGPU's maximum duration is not
+# officially documented and depends on the visitor: reports in Spaces discussions put it at 300 s for logged-in
+# visitors and lower for anonymous ones (Spaces commonly cap at 120 s for them). A request above a visitor's
+# maximum is refused outright, so the default is the low one.
+ZERO_GPU_MAX_SECONDS = 120.0
 
 
-def run_time_limit(configured: float | None, device_type: str) -> float | None:
-    """Seconds a run may be estimated to take (None: no limit). `configured`: L2P_MAX_SECONDS; 0 turns it off."""
+def run_time_limit(configured: float | None, device_type: str, gpu_max_seconds: float = ZERO_GPU_MAX_SECONDS
+                   ) -> tuple[float | None, str]:
+    """Seconds a run may be estimated to take (None: no limit), and the setting that says so (for refusals).
+
+    `configured`: L2P_MAX_SECONDS; 0 turns it off. On ZeroGPU no run may be estimated past what a GPU call can
+    ask for (`gpu_max_seconds`, L2P_GPU_MAX_SECONDS): ZeroGPU would abort it midway."""
     if configured is not None:
-        return configured if configured > 0 else None
-    if device_type == "cpu" or on_zero_gpu():
-        return SHARED_PLATFORM_MAX_SECONDS
-    return DEDICATED_GPU_MAX_SECONDS
+        limit = configured if configured > 0 else None
+    elif device_type == "cpu" or on_zero_gpu():
+        limit = SHARED_PLATFORM_MAX_SECONDS
+    else:
+        limit = DEDICATED_GPU_MAX_SECONDS
+    if on_zero_gpu() and (limit is None or limit > gpu_max_seconds):
+        return gpu_max_seconds, "L2P_GPU_MAX_SECONDS, what a ZeroGPU call may ask for"
+    return limit, "L2P_MAX_SECONDS"
 
 
 @dataclass
@@ -55,6 +68,7 @@ class DemoConfig:
     source_guidance: float | None = None
     benchmarks: str | None = None
     max_seconds: float | None = None
+    gpu_max_seconds: float = ZERO_GPU_MAX_SECONDS
     concurrency: int = 1
     max_queue: int = 20
     mcp: bool | None = None  # None: on when the MCP extra (gradio[mcp]) is installed
@@ -100,7 +114,7 @@ class DemoConfig:
     @classmethod
     def _coerce(cls, values: dict, source: str) -> "DemoConfig":
         types = {"steps": int, "source_steps": int, "concurrency": int, "max_queue": int,
-                 "guidance": float, "source_guidance": float, "max_seconds": float}
+                 "guidance": float, "source_guidance": float, "max_seconds": float, "gpu_max_seconds": float}
         config = {}
         for name, value in values.items():
             try:

@@ -12,8 +12,15 @@ from PIL import Image
 SAMPLER = "Euler (flow matching)"
 
 
+# The chunks a PNG of this app carries, one fact each (and `parameters`, all of them in one line).
+SETTING_KEYS = ("prompt", "negative_prompt", "steps", "guidance", "seed", "size", "model", "rope", "shift",
+                "dype_lambda_s", "dype_lambda_t")
+
+
 def settings_of(prompt: str, negative_prompt: str, steps: int, guidance: float, seed: int, width: int, height: int,
-                model: str, rope: str | None, shift: float | None = None) -> dict[str, str]:
+                model: str, rope: str | None, shift: float | None = None,
+                dype: tuple[float, float] | None = None) -> dict[str, str]:
+    """The text chunks of one image; `dype`: DyPE's (scale, exponent) when the image was made with DyPE."""
     values = {
         "prompt": prompt,
         "negative_prompt": negative_prompt or "",
@@ -26,6 +33,8 @@ def settings_of(prompt: str, negative_prompt: str, steps: int, guidance: float, 
     }
     if shift is not None:
         values["shift"] = f"{shift:g}"
+    if dype is not None:
+        values["dype_lambda_s"], values["dype_lambda_t"] = (f"{value:g}" for value in dype)
     return values
 
 
@@ -37,6 +46,7 @@ def parameters_text(settings: dict[str, str]) -> str:
         f"Steps: {settings['steps']}, Sampler: {SAMPLER}, CFG scale: {settings['guidance']}, Seed: {settings['seed']}, "
         f"Size: {settings['size']}, Model: {settings['model']}, RoPE: {settings['rope']}"
         + (f", Shift: {settings['shift']}" if "shift" in settings else "")
+        + (f", DyPE: {settings['dype_lambda_s']} {settings['dype_lambda_t']}" if "dype_lambda_s" in settings else "")
     )
     return "\n".join(lines)
 
@@ -47,3 +57,11 @@ def tag(image: Image.Image, **settings) -> Image.Image:
     image.info.update(values)
     image.info["parameters"] = parameters_text(values)
     return image
+
+
+def read_settings(info: dict) -> dict[str, str] | None:
+    """The settings a PNG of this app carries (`PIL.Image.open(path).info`), or None for an image without them
+    (such as a live preview)."""
+    if not all(key in info for key in ("prompt", "seed", "steps", "guidance", "size")):
+        return None
+    return {key: str(info[key]) for key in SETTING_KEYS if key in info}

@@ -21,6 +21,7 @@ from .results import format_bytes, format_seconds
 
 MAX_SEED = 2**31 - 1
 STEPS_RANGE = (1, 100)
+IMAGES_RANGE = (1, 4)  # images per Generate run, on seeds seed, seed + 1, ...
 MAX_RESCALE = 20.0  # how far one run may move the estimates, either way
 GUIDANCE_RANGE = (0.0, 10.0)
 MAX_SEQUENCE_LENGTH = 512  # Z-Image's text encoder reads at most this many tokens, chat template included
@@ -49,6 +50,8 @@ class Request:
     # With preset "custom": the size itself (each a multiple of what both models accept).
     width: int | None = None
     height: int | None = None
+    # Generate: how many images, one after another on seeds seed, seed + 1, ... (Compare makes one pair).
+    num_images: int = 1
 
     @classmethod
     def of(cls, fields, values, named=None) -> "Request":
@@ -63,9 +66,10 @@ class Request:
 
 
 # The inputs of Generate and Compare, in the order the page sends them.
-GENERATE_FIELDS = ("prompt", "negative_prompt", "preset", "aspect_ratio", "steps", "guidance", "seed", "randomize_seed",
-                   "rope", "shift", "dype_lambda_s", "dype_lambda_t", "width", "height")
-COMPARE_FIELDS = (*GENERATE_FIELDS, "source_steps", "source_guidance")
+SHARED_FIELDS = ("prompt", "negative_prompt", "preset", "aspect_ratio", "steps", "guidance", "seed", "randomize_seed",
+                 "rope", "shift", "dype_lambda_s", "dype_lambda_t", "width", "height")
+GENERATE_FIELDS = (*SHARED_FIELDS, "num_images")
+COMPARE_FIELDS = (*SHARED_FIELDS, "source_steps", "source_guidance")
 SHIFT_RANGE = (0.5, 10.0)
 DYPE_RANGE = (0.0, 5.0)
 
@@ -79,7 +83,8 @@ class Plan:
     problems: field name -> what is wrong with it; empty when the request can run.
     width, height: the size, when the preset and aspect ratio are known.
     rope, native: per pipeline ("pixel", "source"), the RoPE strategy and whether the size is native.
-    estimates: per pipeline, an `l2p.bench.costs.Estimate` (None without a cost model); "source" for Compare only.
+    estimates: per pipeline, an `l2p.bench.costs.Estimate` (None without a cost model) of all its images in this
+        run (Generate: `num_images` of them, one after another); "source" for Compare only.
     estimate: the whole run: the pixel model alone, or both in a row for Compare.
     """
 
@@ -104,6 +109,11 @@ class Plan:
         return dataclasses.replace(request, seed=seed, randomize_seed=False)
 
 
+def seeds_of(seed: int, count: int) -> list[int]:
+    """The seeds of a run's images: seed, seed + 1, ..., wrapping past MAX_SEED to 0."""
+    return [(seed + index) % (MAX_SEED + 1) for index in range(count)]
+
+
 def _or(value, fallback):
     return fallback if value is None else value
 
@@ -119,10 +129,12 @@ def _whole(value) -> bool:
 class Planner:
     """Resolves requests into plans, for one loaded pair of models (their geometry and tokenizer) and a cost model."""
 
-    def __init__(self, geometry: Geometry, tokenizer, costs=None, max_seconds: float | None = None):
+    def __init__(self, geometry: Geometry, tokenizer, costs=None, max_seconds: float | None = None,
+                 limit_setting: str = "L2P_MAX_SECONDS"):
         self.geometry = geometry
         self.tokenizer = tokenizer
         self.max_seconds = max_seconds
+        self.limit_setting = limit_setting  # the setting that makes `max_seconds`, named in refusals
         self.prompt_overhead = self._templated_length("")
         self._plans: dict = {}
         self._plans_lock = threading.Lock()
@@ -169,6 +181,11 @@ class Planner:
             self._plans.clear()  # their estimates used the old scale
 
     @staticmethod
+    def repeated(estimate, count: int):
+        """`count` runs one after another: times add up, memory peaks as for one."""
+        return estimate if estimate is None or count == 1 else dataclasses.replace(estimate, seconds=estimate.seconds * count)
+
+    @staticmethod
     def in_a_row(pixel, source):
         """Both runs one after the other: times add up, memory peaks at the larger of the two."""
         from ..bench.costs import Estimate
@@ -204,8 +221,9 @@ class Planner:
         size_fields = {"preset", "aspect_ratio", "width", "height"}
         if not size_fields & found.keys():
             parts = self._size_parts(request, kind, rope_known="rope" not in found)
-        if not ((size_fields | {"steps", "guidance", "source_steps", "source_guidance"}) & found.keys()):
-            message = self._cost_problem(parts["width"], parts["height"], parts["estimates"])
+        if not ((size_fields | {"steps", "guidance", "source_steps", "source_guidance", "num_images"}) & found.keys()):
+            count = int(request.num_images) if kind == "generate" else 1
+            message = self._cost_problem(parts["width"], parts["height"], parts["estimates"], count)
             if message:
                 found["preset"] = message
         if not found:
@@ -217,6 +235,7 @@ class Planner:
                 dype_lambda_s=float(request.dype_lambda_s), dype_lambda_t=float(request.dype_lambda_t),
                 width=int(request.width) if request.preset == CUSTOM else None,
                 height=int(request.height) if request.preset == CUSTOM else None,
+                num_images=int(request.num_images) if kind == "generate" else 1,
             )
         return Plan(request, kind, found, **parts)
 
@@ -233,8 +252,10 @@ class Planner:
         settings = {"pixel": (request.steps, request.guidance)}
         if kind == "compare":
             settings["source"] = (request.source_steps, request.source_guidance)
-        if all(_number(value) for pair in settings.values() for value in pair):
+        count = request.num_images if kind == "generate" else 1
+        if all(_number(value) for pair in settings.values() for value in pair) and _whole(count):
             estimates = {name: self.estimate(name, width, height, *pair) for name, pair in settings.items()}
+            estimates["pixel"] = self.repeated(estimates["pixel"], int(count))
             parts["estimates"] = estimates
             parts["estimate"] = estimates["pixel"] if kind != "compare" else self.in_a_row(estimates["pixel"],
                                                                                          estimates["source"])
@@ -301,12 +322,17 @@ class Planner:
             value = getattr(request, name)
             if not _number(value) or not DYPE_RANGE[0] <= value <= DYPE_RANGE[1]:
                 found[name] = f"{label} must be between {DYPE_RANGE[0]:g} and {DYPE_RANGE[1]:g}, got {value!r}."
+        if kind == "generate":
+            count, (low, high) = request.num_images, IMAGES_RANGE
+            if not _whole(count) or not low <= count <= high:
+                found["num_images"] = f"Images per run must be a whole number from {low} to {high}, got {count!r}."
         if not request.randomize_seed and (not _whole(request.seed) or not 0 <= request.seed <= MAX_SEED):
             found["seed"] = f"Seed must be a whole number from 0 to {MAX_SEED}, got {request.seed!r}."
         return found
 
-    def _cost_problem(self, width: int, height: int, estimates: dict) -> str | None:
-        """Why the run cannot go ahead on this device: memory, or the configured time limit."""
+    def _cost_problem(self, width: int, height: int, estimates: dict, count: int = 1) -> str | None:
+        """Why the run cannot go ahead on this device: memory, or the configured time limit (for all `count` images
+        of a Generate run)."""
         who = {"pixel": "the pixel model", "source": "the latent source"}
         for name, estimate in estimates.items():
             if estimate is not None and not estimate.fits:
@@ -316,7 +342,9 @@ class Planner:
         if self.max_seconds:
             total = sum(e.seconds for e in estimates.values() if e is not None)
             if total > self.max_seconds:
-                return (f"{width}×{height} would take about {format_seconds(total)} here, over this app's limit "
-                        f"of {format_seconds(self.max_seconds)} a run (L2P_MAX_SECONDS). Choose a smaller preset or "
-                        f"fewer steps.")
+                what = f"{count} images at {width}×{height}" if count > 1 else f"{width}×{height}"
+                fewer = "fewer steps or fewer images" if count > 1 else "fewer steps"
+                return (f"{what} would take about {format_seconds(total)} here, over this app's limit of "
+                        f"{format_seconds(self.max_seconds)} a run ({self.limit_setting}). Choose a smaller preset or "
+                        f"{fewer}.")
         return None

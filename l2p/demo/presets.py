@@ -133,3 +133,13 @@ def preset_label(preset: str, geometry: Geometry) -> str:
     status = "native" if side <= geometry.native_side else "zero-shot"
     name = "Native" if preset == NATIVE else preset
     return f"{name} · {side} px · {status}"
+
+
+def preset_for_size(width: int, height: int, geometry: Geometry) -> tuple[str, str]:
+    """The (preset, aspect ratio) that makes this size, or (CUSTOM, "1:1") when none does (then the size goes
+    into width and height)."""
+    for preset in PRESETS:
+        for aspect_ratio in ASPECT_RATIOS:
+            if image_size(preset, aspect_ratio, geometry) == (width, height):
+                return preset, aspect_ratio
+    return CUSTOM, "1:1"

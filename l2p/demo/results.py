@@ -14,13 +14,26 @@ from .analysis import high_frequency_share, spectrum_db
 
 # -- what a run yields -----------------------------------------------------------------------------------------------
 @dataclass
+class Waiting:
+    """A run waiting for its turn: the runs ahead of it in the app's queue and the estimated seconds until it
+    starts (None when no run ahead has an estimate; `unknown` counts those without one)."""
+
+    ahead: int
+    seconds: float | None
+    unknown: int = 0
+
+
+@dataclass
 class Preview:
-    """Progress of a run: which pipeline, the step done, and (for Generate) the current x0 estimate."""
+    """Progress of a run: which pipeline, the step done, (for Generate) the current x0 estimate, and which of
+    the run's images it is (`index` of `count`, from 1)."""
 
     pipeline: str
     step: int
     total: int
     image: Image.Image | None = None
+    index: int = 1
+    count: int = 1
 
 
 @dataclass
@@ -33,14 +46,24 @@ class SourceDone:
 
 @dataclass
 class GenerateResult:
-    image: Image.Image
-    seed: int
+    """A Generate run's images (each tagged with its own settings and seed), made one after another."""
+
+    images: list[Image.Image]
+    seeds: list[int]
     width: int
     height: int
     native: bool
     rope: str | None
-    seconds: float
-    estimate: object | None  # l2p.bench.costs.Estimate
+    seconds: float  # all images
+    estimate: object | None  # l2p.bench.costs.Estimate, for all images
+
+    @property
+    def image(self) -> Image.Image:
+        return self.images[0]
+
+    @property
+    def seed(self) -> int:
+        return self.seeds[0]
 
 
 @dataclass
@@ -185,12 +208,16 @@ def plan_line(plan) -> str:
 
 
 def run_line(demo, request) -> str:
-    """The page's line about the run its settings make: Generate's, and what Compare would cost."""
+    """The page's line about the run its settings make: Generate's (all its images), and what Compare would cost."""
     plan = demo.plan(request, "compare")
     problem = _size_problem(plan)
     if problem:
         return problem
-    return (f"**This run:** {_run_words(plan, plan.estimates.get('pixel'))} · Compare: {format_estimate(plan.estimate)}"
+    generate = demo.plan(request, "generate")
+    count = int(generate.request.num_images) if "num_images" not in generate.problems else 1
+    estimate = generate.estimate if "num_images" not in generate.problems else plan.estimates.get("pixel")
+    images = f" for {count} images" if count > 1 else ""
+    return (f"**This run:** {_run_words(plan, estimate)}{images} · Compare: {format_estimate(plan.estimate)}"
             f"{rescale_words(demo.planner.time_scale)}")
 
 
@@ -204,27 +231,52 @@ def rescale_words(time_scale: dict[str, float]) -> str:
     return f" · times rescaled by the last run here ({parts})"
 
 
-def progress_line(event: Preview | SourceDone) -> str:
-    """What the page says while a run goes on."""
+def waiting_line(event: Waiting) -> str:
+    """What a visitor waiting for a turn reads: the runs ahead in this app's queue and, from this app's own
+    estimates of them, how long until this one starts."""
+    runs = f"{event.ahead} run{'' if event.ahead == 1 else 's'} ahead of you"
+    if event.seconds is None:
+        return f"Waiting: {runs} (no estimate for them here)."
+    unknown = f", plus {event.unknown} without an estimate" if event.unknown else ""
+    return f"Waiting: {runs}, about {format_seconds(event.seconds)} until yours starts{unknown}."
+
+
+def progress_line(event: Preview | SourceDone | Waiting) -> str:
+    """What the page says while a run waits or goes on."""
+    if isinstance(event, Waiting):
+        return waiting_line(event)
     if isinstance(event, SourceDone):
         return "Latent source done; the pixel model runs now."
+    of_images = f" of image {event.index} of {event.count}" if event.count > 1 else ""
     if event.image is not None:
-        return f"Step {event.step} of {event.total} · the current clean-image estimate"
+        return f"Step {event.step} of {event.total}{of_images} · the current clean-image estimate"
     who = "Latent source" if event.pipeline == "source" else "Pixel model"
-    return f"{who}: step {event.step} of {event.total}"
+    return f"{who}: step {event.step} of {event.total}{of_images}"
 
 
-def stopped_line(progress: Preview) -> str:
-    """What the page says once a run is stopped: the last step it showed."""
+def stopped_line(progress: Preview | Waiting) -> str:
+    """What the page says once a run is stopped: the last step it showed (or that it had not started)."""
+    if isinstance(progress, Waiting):
+        return "Stopped while waiting for its turn; it had not started."
     who = " of the latent source" if progress.pipeline == "source" else ""
-    return f"Stopped at step {progress.step} of {progress.total}{who}."
+    of_images = f" of image {progress.index} of {progress.count}" if progress.count > 1 else ""
+    return f"Stopped at step {progress.step} of {progress.total}{who}{of_images}."
 
 
 def generate_details(result: GenerateResult) -> str:
     status = "native for this model" if result.native else "zero-shot (past the trained size)"
     estimate = f" (estimated {format_seconds(result.estimate.seconds)})" if result.estimate is not None else ""
-    return (f"**{result.width}×{result.height}** · {status} · RoPE {result.rope or 'plain'} · seed {result.seed} · "
+    seeds = (f"seed {result.seed}" if len(result.seeds) == 1
+             else f"{len(result.seeds)} images, seeds {', '.join(map(str, result.seeds))}")
+    return (f"**{result.width}×{result.height}** · {status} · RoPE {result.rope or 'plain'} · {seeds} · "
             f"took {format_seconds(result.seconds)}{estimate}")
+
+
+def captioned_images(result: GenerateResult) -> list[tuple[Image.Image, str]]:
+    """A Generate run's images for its gallery, each captioned with its seed (and which of the run's it is)."""
+    count = len(result.images)
+    return [(image, f"seed {seed}" + (f" ({index} of {count})" if count > 1 else ""))
+            for index, (image, seed) in enumerate(zip(result.images, result.seeds), start=1)]
 
 
 def compare_summary(demo, result: CompareResult) -> str:

@@ -22,6 +22,7 @@ from ..sampling import zimage_guidance
 from .analysis import matching_crops, radial_power_spectrum
 from .errors import Cancelled
 from .metadata import tag
+from .plan import seeds_of
 from .results import CompareResult, GenerateResult, Preview, SourceDone
 
 PREVIEW_SIDE = 512  # live previews are downscaled to this long side
@@ -66,16 +67,16 @@ def x0_preview(x0: torch.Tensor, side: int = PREVIEW_SIDE, processor=None) -> Im
 
 
 def step_callback(pipeline: str, total: int, interval: float, emit: Callable, cancel: threading.Event,
-                  preview: Callable | None = None):
+                  preview: Callable | None = None, index: int = 1, count: int = 1):
     """A pipeline's `callback_on_step_end`: stop at the end of a step once cancelled, and send paced progress
-    (with `preview(x0)` as its image when given)."""
+    (with `preview(x0)` as its image when given) for image `index` of the run's `count`."""
     pacer = ProgressPacer(total, interval)
 
     def on_step(pipe, step, timestep, tensors):
         if cancel.is_set():
             pipe._interrupt = True
         if pacer.due(step + 1):
-            emit(Preview(pipeline, step + 1, total, preview(tensors["x0"]) if preview else None))
+            emit(Preview(pipeline, step + 1, total, preview(tensors["x0"]) if preview else None, index, count))
         return {}
 
     return on_step
@@ -112,26 +113,38 @@ def _noise(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(seed)
 
 
+def _tag_pixel(image: Image.Image, models, plan, request, seed: int) -> Image.Image:
+    """A pixel-model image with the settings that make it again (`l2p.demo.metadata`)."""
+    rope = plan.rope["pixel"]
+    return tag(image, prompt=request.prompt, negative_prompt=request.negative_prompt, steps=request.steps,
+               guidance=request.guidance, seed=seed, width=plan.width, height=plan.height, model=models.pixel_name,
+               rope=rope, shift=_or_scheduler(request.shift, models.pixel),
+               dype=(request.dype_lambda_s, request.dype_lambda_t) if rope == "dype" else None)
+
+
 def generate_run(models, plan, request, emit: Callable, cancel: threading.Event, interval: float) -> GenerateResult:
-    """Text to image with the pixel model, with previews of its x0 estimate."""
+    """Text to image with the pixel model, with previews of its x0 estimate: `request.num_images` images one after
+    another, on seeds seed, seed + 1, ... (each the image a one-image run on its seed makes)."""
     pixel = models.pixel
     width, height = plan.width, plan.height
     preview = lambda x0: x0_preview(x0, processor=pixel.image_processor)  # noqa: E731
+    seeds = seeds_of(request.seed, request.num_images)
+    images = []
     start = time.perf_counter()
-    with stop_points(pixel.transformer, cancel):
-        image = pixel(
-            request.prompt, negative_prompt=request.negative_prompt or None, height=height, width=width,
-            num_inference_steps=request.steps, guidance_scale=request.guidance, generator=_noise(request.seed),
-            rope_scaling=request.rope_setting(plan.rope["pixel"]), shift=request.shift,
-            callback_on_step_end=step_callback("pixel", request.steps, interval, emit, cancel, preview),
-            callback_on_step_end_tensor_inputs=["x0"],
-        ).images[0]
-    if cancel.is_set():
-        raise Cancelled()
-    tag(image, prompt=request.prompt, negative_prompt=request.negative_prompt, steps=request.steps,
-        guidance=request.guidance, seed=request.seed, width=width, height=height, model=models.pixel_name,
-        rope=plan.rope["pixel"], shift=_or_scheduler(request.shift, models.pixel))
-    return GenerateResult(image, request.seed, width, height, plan.native["pixel"], plan.rope["pixel"],
+    for index, seed in enumerate(seeds, start=1):
+        with stop_points(pixel.transformer, cancel):
+            image = pixel(
+                request.prompt, negative_prompt=request.negative_prompt or None, height=height, width=width,
+                num_inference_steps=request.steps, guidance_scale=request.guidance, generator=_noise(seed),
+                rope_scaling=request.rope_setting(plan.rope["pixel"]), shift=request.shift,
+                callback_on_step_end=step_callback("pixel", request.steps, interval, emit, cancel, preview, index,
+                                                   len(seeds)),
+                callback_on_step_end_tensor_inputs=["x0"],
+            ).images[0]
+        if cancel.is_set():
+            raise Cancelled()
+        images.append(_tag_pixel(image, models, plan, request, seed))
+    return GenerateResult(images, seeds, width, height, plan.native["pixel"], plan.rope["pixel"],
                           time.perf_counter() - start, plan.estimate)
 
 
@@ -193,9 +206,7 @@ def compare_run(models, plan, request, emit: Callable, cancel: threading.Event, 
     tag(source_image, prompt=request.prompt, negative_prompt=request.negative_prompt, steps=request.source_steps,
         guidance=zimage_guidance(request.source_guidance), seed=request.seed, width=width, height=height, model=models.source_name,
         rope=plan.rope["source"])
-    tag(pixel_image, prompt=request.prompt, negative_prompt=request.negative_prompt, steps=request.steps,
-        guidance=request.guidance, seed=request.seed, width=width, height=height, model=models.pixel_name,
-        rope=plan.rope["pixel"], shift=_or_scheduler(request.shift, models.pixel))
+    _tag_pixel(pixel_image, models, plan, request, request.seed)
     images = {"source": source_image, "pixel": pixel_image}
     box, factor, crops = matching_crops([source_image, pixel_image], size=min(CROP_SIDE, width // 2, height // 2))
     return CompareResult(

@@ -20,9 +20,11 @@ from .errors import DemoError
 from .loading import LoadedModels, load_cost_model, load_models
 from .plan import Plan, Planner, Request
 from .presets import ASPECT_RATIOS, CUSTOM, NATIVE, PRESETS, Geometry, image_size, preset_label
-from .results import CompareResult, GenerateResult, Preview, SourceDone
+from .results import CompareResult, GenerateResult, Preview, SourceDone, Waiting
 from .runs import PREVIEW_INTERVAL_S, compare_run, generate_run
 from .worker import explain_failure, stream
+
+WAIT_UPDATE_S = 1.0  # how often a waiting run says what is ahead of it
 
 # A word-level toy tokenizer has a few dozen words; Qwen3's has ~150k. Below this, the toy world's examples.
 TOY_VOCABULARY_MAX = 1000
@@ -59,9 +61,10 @@ class Demo:
         self.geometry = Geometry.of(models.source, models.pixel)
         self.tokenizer = models.source.tokenizer
         self.toy = len(self.tokenizer) < TOY_VOCABULARY_MAX
-        self.planner = Planner(self.geometry, self.tokenizer, costs, run_time_limit(config.max_seconds, models.device.type))
+        self.planner = Planner(self.geometry, self.tokenizer, costs,
+                               *run_time_limit(config.max_seconds, models.device.type, config.gpu_max_seconds))
         self.lock = threading.Lock()  # the pipelines (and their schedulers) run one request at a time
-        self.admissions = Admissions(config.max_queue)
+        self.admissions = Admissions(config.max_queue, slots=config.concurrency)
         self.preview_interval = PREVIEW_INTERVAL_S
 
     @classmethod
@@ -210,44 +213,66 @@ class Demo:
         return results.plan_line(self.plan(request, kind))
 
     def gpu_seconds(self, request: Request, kind: str = "generate") -> int:
-        """Seconds to ask ZeroGPU for: the estimate with headroom, never under 20 s (start-up and transfers)."""
+        """Seconds to ask ZeroGPU for: the run's estimate (all its images) with headroom, never under 20 s (start-up
+        and transfers) and never over what a GPU call may ask for (L2P_GPU_MAX_SECONDS, which is also the most
+        asked for a run without an estimate)."""
+        cap = int(self.config.gpu_max_seconds)
         estimate = self.plan(request, kind).estimate
         if estimate is None:
-            return 120
-        return int(max(20, math.ceil(estimate.seconds * 1.5 + 10)))
+            return cap
+        return min(cap, int(max(20, math.ceil(estimate.seconds * 1.5 + 10))))
 
     # -- runs -----------------------------------------------------------------------------------------------
-    def generate(self, request: Request, cancel: threading.Event | None = None) -> Iterator[Preview | GenerateResult]:
-        """Text to image with the pixel model: Previews (x0 estimates, paced by ProgressPacer), then the GenerateResult."""
-        return self._run(generate_run, request, "generate", cancel)
+    def generate(self, request: Request, cancel: threading.Event | None = None
+                 ) -> Iterator[Waiting | Preview | GenerateResult]:
+        """Text to image with the pixel model, in its turn: Waiting while runs are ahead of it, Previews (x0
+        estimates, paced by ProgressPacer), then the GenerateResult (`request.num_images` images)."""
+        return self.queued(request, "generate", functools.partial(self.run, kind="generate", cancel=cancel), cancel)
 
-    def compare(self, request: Request, cancel: threading.Event | None = None) -> Iterator[Preview | SourceDone | CompareResult]:
-        """The latent source, then the pixel model, on the same prompt and seed, each stage timed and measured."""
-        return self._run(compare_run, request, "compare", cancel)
+    def compare(self, request: Request, cancel: threading.Event | None = None
+                ) -> Iterator[Waiting | Preview | SourceDone | CompareResult]:
+        """The latent source, then the pixel model, on the same prompt and seed, each stage timed and measured
+        (in its turn, as `generate`)."""
+        return self.queued(request, "compare", functools.partial(self.run, kind="compare", cancel=cancel), cancel)
 
     def admit(self, request: Request, kind: str = "generate") -> None:
         """Count a checked request into the queue, or raise DemoError when the queue is full (the validator's job)."""
         plan = self.plan(request, kind)
         self.admissions.admit(plan.estimate.seconds if plan.estimate is not None else None)
 
-    def _run(self, run, request: Request, kind: str, cancel: threading.Event | None) -> Iterator:
-        admission = self.admissions.start()
+    def queued(self, request: Request, kind: str, run, cancel: threading.Event | None = None) -> Iterator:
+        """`run(request)`'s events once it is this request's turn in the app's queue, after a Waiting event every
+        WAIT_UPDATE_S while runs are ahead of it; later estimates learn from its result. app.py passes its ZeroGPU
+        function as `run`, so a run waits for its turn here, holding no GPU, and the queue and the estimates live
+        in the app's own process (ZeroGPU runs GPU functions in a worker process)."""
+        plan = self._runnable(request, kind)
+        place = self.admissions.join(plan.estimate.seconds if plan.estimate is not None else None)
         try:
-            plan = self._runnable(request, kind)
-            work = functools.partial(run, self.models, plan, plan.seeded(), interval=self.preview_interval)
-            explain = functools.partial(explain_failure, size=plan.size_text, estimate=plan.estimate, device=self.device)
-            for event in stream(work, self.lock, cancel, explain):
+            while not self.admissions.turn(place, timeout=0):
+                if cancel is not None and cancel.is_set():
+                    return
+                yield self.admissions.ahead(place)
+                self.admissions.turn(place, timeout=WAIT_UPDATE_S)  # returns as soon as the turn comes
+            for event in run(request):
                 if isinstance(event, (GenerateResult, CompareResult)):
                     self._learn(plan.request, event)
                 yield event
         finally:
-            self.admissions.finish(admission)
+            self.admissions.finish(place)
+
+    def run(self, request: Request, kind: str = "generate", cancel: threading.Event | None = None) -> Iterator:
+        """The run alone, for a request whose turn it is (see `queued`): the pipelines on a worker thread."""
+        plan = self._runnable(request, kind)
+        work = functools.partial(generate_run if kind == "generate" else compare_run, self.models, plan, plan.seeded(),
+                                 interval=self.preview_interval)
+        explain = functools.partial(explain_failure, size=plan.size_text, estimate=plan.estimate, device=self.device)
+        yield from stream(work, self.lock, cancel, explain)
 
     def _learn(self, request: Request, result) -> None:
         """Later estimates follow what this run measured (see `Planner.learn`)."""
         size = (result.width, result.height)
-        if isinstance(result, GenerateResult):
-            self.planner.learn("pixel", *size, request.steps, request.guidance, result.seconds)
+        if isinstance(result, GenerateResult):  # its images took about the same time each
+            self.planner.learn("pixel", *size, request.steps, request.guidance, result.seconds / len(result.images))
             return
         self.planner.learn("pixel", *size, request.steps, request.guidance, result.total_seconds("pixel"))
         self.planner.learn("source", *size, request.source_steps, request.source_guidance, result.total_seconds("source"))
