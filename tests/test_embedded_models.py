@@ -66,11 +66,13 @@ def test_embedded_models_draw_the_named_background_and_an_object_of_the_named_co
 def test_one_step_denoising_of_the_shipped_models_beats_doing_nothing(name, tmp_path):
     from training.evaluate import evaluate_denoising
 
-    result = evaluate_denoising(ASSETS / name, n_images=4, sigmas=(0.136, 0.5, 0.8), out=tmp_path)
+    result = evaluate_denoising(ASSETS / name, n_images=4, sigmas=(0.136, 0.5, 0.8, 0.95), out=tmp_path)
     levels = {level["sigma"]: level for level in result["levels"]}
     # At mid and high noise a trained DiT's one-step estimate is far closer to the render than x_t itself
     # (shipped: source +6 / +11 dB at 0.5 / 0.8 through its VAE, pixel model +12 / +12 dB in pixels).
     for sigma in (0.5, 0.8):
         assert levels[sigma]["psnr_db"] > levels[sigma]["psnr_db_noisy"] + 4, levels[sigma]
+    # Less noise, truer colours on the objects.
+    assert levels[0.5]["object_colour_error"] < levels[0.95]["object_colour_error"]
     assert result["space"].startswith("pixels" if name == "tiny-l2p" else "latents")
     assert json.loads((tmp_path / "denoising.json").read_text())["levels"] == result["levels"]

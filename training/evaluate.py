@@ -30,7 +30,7 @@ from l2p.sharpness import mean_edge_width
 from l2p.toyworld import partial_credit, sample_prompts, score
 
 from .files import atomic_file
-from .toy_data import toy_batch
+from .toy_data import object_weights, toy_batch
 from .checkpoints import checkpoint_step, checkpoints, load_trained
 from .flow import noised
 from .vae import HELD_OUT_SEED_OFFSET, psnr, reconstruct
@@ -188,13 +188,27 @@ def evaluate_vae(folder, n_images: int = 64, resolution: int | None = None, seed
 DENOISE_SIGMAS = (0.05, 0.136, 0.3, 0.5, 0.8, 0.95)
 
 
+def masked_psnr(estimate: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
+    """PSNR in dB on [0, 1] pixels over the masked pixels of all images together."""
+    error = ((estimate.clamp(-1, 1) - target) / 2).square().mean(1, keepdim=True)
+    return 10 * torch.log10(mask.sum() / (error * mask).sum().clamp_min(1e-12)).item()
+
+
+def object_colour_error(estimate: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean absolute difference (in [-1, 1] units, per channel) between each image's mean colour over its
+    objects in the estimate and in the render: whether the named colours come out, whatever the shapes."""
+    area = mask.sum((2, 3)).clamp_min(1)
+    return ((estimate.clamp(-1, 1) * mask).sum((2, 3)) / area - (target * mask).sum((2, 3)) / area).abs().mean().item()
+
+
 def evaluate_denoising(folder, checkpoint=None, n_images: int = 32, sigmas=DENOISE_SIGMAS, seed: int = HELD_OUT_SEED,
                        size: int | None = None, out: str | Path | None = None) -> dict:
     """One-step denoising against noise level, what a sampling run is made of, on held-out toy renders.
 
     For each sigma: x_t = (1 - sigma) x0 + sigma noise; the DiT's prediction (x0 - noise, `training.flow`) gives
     x0_hat = x_t + sigma * prediction, scored as PSNR against the render beside the PSNR of x_t itself (doing
-    nothing). Low sigmas say whether a model removes the last of the noise (a pixel model that cannot leaves
+    nothing), as PSNR over the objects alone (off the background: where the toy's content is), and as the
+    error of the objects' mean colour. Low sigmas say whether a model removes the last of the noise (a pixel model that cannot leaves
     grain), high sigmas whether it knows what to draw. A latent source is noised and scored through its VAE
     (encode, noise the standardised latent, decode x0_hat), so its numbers include the VAE's floor; a pixel
     model is noised in pixels. `checkpoint`: a checkpoint-* folder of a run laid over the folder's DiT."""
@@ -203,6 +217,7 @@ def evaluate_denoising(folder, checkpoint=None, n_images: int = 32, sigmas=DENOI
         load_trained(pipe.transformer, checkpoint)
     resolution = size or run_settings(folder, pipe).width
     images, prompts, _ = toy_batch(0, n_images, resolution, seed=seed)
+    objects = object_weights(images, 1.0) > 1  # (B, 1, H, W): off the background colour
     generator = torch.Generator().manual_seed(seed)
     rows = []
     with torch.no_grad():
@@ -222,7 +237,9 @@ def evaluate_denoising(folder, checkpoint=None, n_images: int = 32, sigmas=DENOI
             if vae is not None:
                 estimate, noisy = (vae.decode(z / vae.config.scaling_factor + vae.config.shift_factor).sample for z in (estimate, noisy))
             rows.append({"sigma": sigma, "psnr_db": psnr(estimate, images).mean().item(),
-                         "psnr_db_noisy": psnr(noisy, images).mean().item()})
+                         "psnr_db_noisy": psnr(noisy, images).mean().item(),
+                         "psnr_db_objects": masked_psnr(estimate, images, objects),
+                         "object_colour_error": object_colour_error(estimate, images, objects)})
     result = {"pipeline": str(folder), "checkpoint": None if checkpoint is None else str(checkpoint),
               "space": "pixels" if vae is None else "latents (scored after the VAE decode)",
               "images": n_images, "resolution": resolution, "seed": seed, "levels": rows}
@@ -297,7 +314,8 @@ def main(argv=None):
     elif args.benchmark == "denoise":
         result = evaluate_denoising(args.pipeline, args.checkpoint, size=args.size, seed=args.seed, out=args.out)
         for level in result["levels"]:
-            print(f"sigma {level['sigma']:.3f}: x0_hat {level['psnr_db']:5.1f} dB   x_t {level['psnr_db_noisy']:5.1f} dB")
+            print(f"sigma {level['sigma']:.3f}: x0_hat {level['psnr_db']:5.1f} dB (x_t {level['psnr_db_noisy']:5.1f}), "
+                  f"objects {level['psnr_db_objects']:5.1f} dB, object colour error {level['object_colour_error']:.3f}")
     elif args.benchmark == "geneval":
         evaluate_geneval(args.pipeline, args.out, steps=args.steps, guidance=args.guidance, size=args.size)
     else:
