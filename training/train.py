@@ -101,8 +101,9 @@ class FlowConfig:
     grid_steps: int = 500
     shift: float = 3.0
     # Extra loss weight where the clean image differs from its background (toy images only: the shipped transfer
-    # keeps the release's plain MSE; docs/results.md measures the transfer with it). Objects are a few percent of a toy render's pixels but all that its prompt
-    # says beyond the background, so unweighted, the text's gradient is a few percent of the loss's.
+    # keeps the release's plain MSE; docs/results.md measures the transfer with it). Objects are a few percent of
+    # a toy render's pixels but all that its prompt says beyond the background, so unweighted, the text's gradient
+    # is a few percent of the loss's.
     object_weight: float = 0.0
     # Toy source only: weight of the semantic-alignment loss (training.semantic), a linear probe on the image
     # tokens leaving block `semantic_block` that must name what the clean image holds at each token; 0 = off.
