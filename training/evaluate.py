@@ -24,6 +24,7 @@ from diffusers.utils import make_image_grid
 from PIL import Image
 
 from l2p import L2PPipeline
+from l2p.latents import destandardise_latents, standardise_latents
 from l2p.quantization import WEIGHT_ONLY, dit_quantization
 from l2p.sampling import RELEASE_SAMPLING, SamplingSettings, read_sampling, zimage_guidance
 from l2p.sharpness import mean_edge_width
@@ -32,7 +33,7 @@ from l2p.toyworld import partial_credit, sample_prompts, score
 from .files import atomic_file
 from .toy_data import object_weights, toy_batch
 from .checkpoints import checkpoint_step, checkpoints, load_trained
-from .flow import noised
+from .flow import noised, predict
 from .vae import HELD_OUT_SEED_OFFSET, psnr, reconstruct
 
 # Evaluation prompts and seeds start here: training draws its toy renders from other seed streams
@@ -224,18 +225,14 @@ def evaluate_denoising(folder, checkpoint=None, n_images: int = 32, sigmas=DENOI
         captions, _ = pipe.encode_prompt(prompts, device="cpu", do_classifier_free_guidance=False)
         captions = [c.float() for c in captions]
         vae = getattr(pipe, "vae", None)
-        clean = images if vae is None else (vae.encode(images).latent_dist.mode() - vae.config.shift_factor) * vae.config.scaling_factor
+        clean = images if vae is None else standardise_latents(vae, vae.encode(images).latent_dist.mode())
         for sigma in sigmas:
             noise = torch.randn(clean.shape, generator=generator)
             x_t = noised(clean, noise, torch.full((n_images,), sigma))
             t = torch.full((n_images,), 1.0 - sigma)
-            if vae is None:
-                prediction = pipe.transformer(x_t, t, captions).sample
-            else:  # Z-Image's DiT takes a list of (C, frames, H, W) latents
-                prediction = torch.stack(pipe.transformer(list(x_t.unsqueeze(2).unbind(0)), t, captions).sample).squeeze(2)
-            estimate, noisy = x_t + sigma * prediction, x_t
+            estimate, noisy = x_t + sigma * predict(pipe.transformer, x_t, t, captions, latent=vae is not None), x_t
             if vae is not None:
-                estimate, noisy = (vae.decode(z / vae.config.scaling_factor + vae.config.shift_factor).sample for z in (estimate, noisy))
+                estimate, noisy = (vae.decode(destandardise_latents(vae, z)).sample for z in (estimate, noisy))
             rows.append({"sigma": sigma, "psnr_db": psnr(estimate, images).mean().item(),
                          "psnr_db_noisy": psnr(noisy, images).mean().item(),
                          "psnr_db_objects": masked_psnr(estimate, images, objects),

@@ -21,6 +21,15 @@ def noised(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.
     return (1 - s) * x0 + s * noise
 
 
+def predict(model, x_t: torch.Tensor, t: torch.Tensor, captions, latent: bool) -> torch.Tensor:
+    """The DiT's output (x0 - noise) for a batch x_t of shape (B, C, H, W): L2P's pixel transformer takes the
+    batch as it is; Z-Image's latent one (`latent`) takes a list of (C, frames, H, W) latents and returns one."""
+    if not latent:
+        return model(x_t, t, captions).sample
+    out = model(list(x_t.unsqueeze(2).unbind(0)), t, captions).sample
+    return torch.stack(out).squeeze(2)
+
+
 def flow_matching_loss(prediction: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Plain MSE (the release's); `weights` (broadcast over channels) rescales positions, normalised to mean 1
     per image so that the loss stays on the same scale."""

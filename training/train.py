@@ -34,6 +34,7 @@ from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file
 
 from l2p import L2PPipeline, L2PTransformer2DModel, freeze_for_transfer
+from l2p.latents import standardise_latents
 from l2p.toyworld import layout_prompt
 from l2p.transfer import POLICIES
 
@@ -42,7 +43,7 @@ from .checkpoints import latest_checkpoint
 from .config import ConfigError, parse_command_line, to_dict
 from .data import DatasetCorpus, ToyCorpus, step_rng
 from .files import atomic_file
-from .flow import flow_matching_loss, noised, sigma_grid
+from .flow import flow_matching_loss, noised, predict, sigma_grid
 from .initialization import adaln_zero_init
 from .semantic import SemanticProbe, token_labels
 from .toy_data import object_weights, to_tensor
@@ -296,8 +297,7 @@ class Trainer:
         if missing:
             with torch.no_grad():
                 pixels = torch.stack([to_tensor(item.load()) for item in missing]).to(device)
-                latents = vae.encode(pixels).latent_dist.mode()
-                latents = (latents - vae.config.shift_factor) * vae.config.scaling_factor
+                latents = standardise_latents(vae, vae.encode(pixels).latent_dist.mode())
                 # Object coverage per latent cell: the off-background share of the pixels it encodes.
                 coverage = F.adaptive_avg_pool2d(object_weights(pixels, 1.0) - 1.0, latents.shape[-2:])
             self.latent_cache.update({item.key: (z, c) for item, z, c in zip(missing, latents, coverage)})
@@ -310,12 +310,6 @@ class Trainer:
         patch = self.accelerator.unwrap_model(self.model).config.all_patch_size[0]  # the latent DiT: the source's config
         grid = [side // patch for side in latent_size]
         return torch.stack([token_labels(layout_prompt(item.prompt, item.seed), *grid) for item in items])
-
-    def predict(self, x_t, t, captions):
-        if self.config.model.kind == "pixel":
-            return self.model(x_t, t, captions).sample
-        out = self.model(list(x_t.unsqueeze(2).unbind(0)), t, captions).sample
-        return torch.stack(out).squeeze(2)
 
     # -- one step ---------------------------------------------------------------------------------------
     def train_step(self) -> float:
@@ -343,7 +337,8 @@ class Trainer:
             sync = contextlib.nullcontext() if k == chunks - 1 else self.accelerator.no_sync(self.model)
             with sync:
                 with self.accelerator.autocast():
-                    prediction = self.predict(noised(x0[part], noise[part], sigma[part]), 1 - sigma[part], captions[part])
+                    prediction = predict(self.model, noised(x0[part], noise[part], sigma[part]), 1 - sigma[part], captions[part],
+                                         latent=self.config.model.kind != "pixel")
                 loss = flow_matching_loss(prediction, x0[part], noise[part], None if weights is None else weights[part])
                 if self.probe is not None:
                     loss = loss + c.flow.semantic_weight * self.probe.loss(self.token_labels(items[part], x0.shape[-2:]))

@@ -27,6 +27,7 @@ def measure(source_folder: Path, pixel_folder: Path, prompt: str, seed: int, rep
     from diffusers import ZImagePipeline
 
     from .. import L2PPipeline
+    from ..latents import destandardise_latents
     from ..sampling import read_sampling
     from .measure import timed
 
@@ -48,7 +49,7 @@ def measure(source_folder: Path, pixel_folder: Path, prompt: str, seed: int, rep
 
     def decode():
         with torch.no_grad():
-            vae.decode(latents / vae.config.scaling_factor + vae.config.shift_factor)
+            vae.decode(destandardise_latents(vae, latents))
 
     cpu = torch.device("cpu")
     for name in pipes:  # warm-up

@@ -15,6 +15,7 @@ import time
 import torch
 
 from ..device import memory_in_use, peak_memory, reset_peak_memory, synchronize, weight_bytes
+from ..latents import destandardise_latents
 from ..sizes import pixels_per_token, token_count
 from .cases import PROMPT
 
@@ -227,7 +228,7 @@ def measure_case(
             vae = pipe.vae
             factor = pipe.vae_scale_factor
             latents = torch.randn(1, vae.config.latent_channels, height // factor, width // factor, device=device, dtype=vae.dtype)
-            latents = latents / vae.config.scaling_factor + vae.config.shift_factor
+            latents = destandardise_latents(vae, latents)
             decode = lambda: vae.decode(latents, return_dict=False)  # noqa: E731
             if flops:
                 record["vae_decode_flops"] = count_flops(decode)

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from ..device import measure, weight_bytes
+from ..latents import destandardise_latents
 from ..rope import rope_scaling
 from ..sampling import zimage_guidance
 from .analysis import matching_crops, radial_power_spectrum
@@ -183,7 +184,7 @@ def compare_run(models, plan, request, emit: Callable, cancel: threading.Event, 
         raise Cancelled()
     vae = source.vae
     with measure("source", "VAE decode", device) as cost:  # as ZImagePipeline decodes
-        latents = latents.to(vae.dtype) / vae.config.scaling_factor + vae.config.shift_factor
+        latents = destandardise_latents(vae, latents.to(vae.dtype))
         decoded = vae.decode(latents, return_dict=False)[0]
         source_image = source.image_processor.postprocess(decoded, output_type="pil")[0]
     stages.append(cost)
