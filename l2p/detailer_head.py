@@ -131,6 +131,11 @@ class DetailerHead(nn.Module):
         return output
 
     def _forward_whole(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        if image.device.type == "cpu":
+            # oneDNN's convolutions run faster on channels-last maps (measured on 2 cores: the toy head 1.35x,
+            # the release's widths 1.14x), with the same result up to float rounding; every layer keeps the format.
+            image = image.contiguous(memory_format=torch.channels_last)
+            features = features.contiguous(memory_format=torch.channels_last)
         skips = []
         x = image
         for level in range(1, self.num_levels + 1):

@@ -51,15 +51,42 @@ def device_label(device: torch.device) -> str:
     return str(device)
 
 
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) ...") from /proc/cpuinfo, else what platform knows."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = open("/proc/cpuinfo").read()
+        except OSError:
+            cpuinfo = ""
+    for line in cpuinfo.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_has_bf16_units(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU multiplies bf16 in hardware (AMX or AVX512-BF16 in /proc/cpuinfo's flags). Without them
+    bf16 is emulated: a toy transfer step measured 15x slower than fp32, and fp32 matmuls run far slower too,
+    so the split of a generation between DiT and head differs between such machines (docs/results.md)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = open("/proc/cpuinfo").read()
+        except OSError:
+            return True  # not Linux: nothing to go on
+    return bool(set(cpuinfo.split()) & {"amx_bf16", "avx512_bf16"})
+
+
 def device_description(device) -> str:
-    """A benchmark's description of the device: the GPU and its memory, or the CPU, threads and cores."""
+    """A benchmark's description of the device: the GPU and its memory, or the CPU (model, whether it has bf16
+    units), threads and cores."""
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         return "CUDA (not available on this machine)"
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         return f"{props.name}, {props.total_memory / 2**30:.1f} GiB"
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads, {os.cpu_count()} cores"
+    units = "with" if cpu_has_bf16_units() else "without"
+    return f"{cpu_model()} CPU {units} bf16 units, {torch.get_num_threads()} threads, {os.cpu_count()} cores"
 
 
 def device_memory_bytes(device: str | torch.device | None = None) -> int | None:

@@ -355,11 +355,21 @@ def test_training_memory_plan_adds_up_from_the_real_parameter_counts_and_the_rea
 
 
 def test_bf16_units_are_read_from_the_cpu_flags():
-    from training.train import cpu_has_bf16_units
+    from l2p.device import cpu_has_bf16_units
 
     assert cpu_has_bf16_units("flags : fpu sse2 avx2 avx512f amx_bf16 amx_tile")
     assert cpu_has_bf16_units("flags : fpu avx512f avx512_bf16")
     assert not cpu_has_bf16_units("flags : fpu sse2 avx2 avx512f avx512bw")
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_multiplies_it():
+    from training.precision import resolve_mixed_precision
+
+    assert resolve_mixed_precision("auto", "cpu", "flags : fpu avx2 amx_bf16 amx_tile") == "bf16"
+    assert resolve_mixed_precision("auto", "cpu", "flags : fpu sse2 avx2") == "no"  # emulated bf16: 15x slower
+    assert resolve_mixed_precision("bf16", "cpu", "flags : fpu sse2 avx2") == "bf16"  # an explicit choice stands
+    with pytest.raises(ValueError, match="mixed_precision must be one of"):
+        resolve_mixed_precision("bfloat16", "cpu")
 
 
 def test_trainer_holds_the_text_encoder_in_the_asked_dtype_and_drops_the_copied_source_dit(source_dir, tmp_path):

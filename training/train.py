@@ -34,6 +34,7 @@ from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file
 
 from l2p import L2PPipeline, L2PTransformer2DModel, freeze_for_transfer
+from l2p.device import cpu_has_bf16_units
 from l2p.latents import standardise_latents
 from l2p.toyworld import layout_prompt
 from l2p.transfer import POLICIES
@@ -45,6 +46,7 @@ from .data import DatasetCorpus, ToyCorpus, step_rng
 from .files import atomic_file
 from .flow import flow_matching_loss, noised, predict, sigma_grid
 from .initialization import adaln_zero_init
+from .precision import MIXED_PRECISIONS, resolve_mixed_precision
 from .semantic import SemanticProbe, token_labels
 from .toy_data import object_weights, to_tensor
 
@@ -121,8 +123,8 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
-    # "bf16": autocast on GPUs and on CPUs alike (weights, optimizer and loss stay fp32); on the 2-core CPU it
-    # makes a width-256 toy DiT step 1.6x faster (docs/results.md).
+    # "bf16": autocast on GPUs and on CPUs alike (weights, optimizer and loss stay fp32); "auto": bf16 where the
+    # hardware multiplies it, else fp32 (training.precision). The run records what it resolved to.
     mixed_precision: str = "no"
     # An exponential moving average of the trained weights (diffusers' EMAModel, with its (1+n)/(10+n) warm-up);
     # 0 turns it off. When on, checkpoints also hold `ema.safetensors`, and samples, merge and evaluation use it.
@@ -185,8 +187,8 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"optim.schedule must be 'constant' or 'cosine', got {config.optim.schedule!r}")
     if not config.optim.new_module_lr_scale > 0:
         raise ConfigError(f"optim.new_module_lr_scale must be positive, got {config.optim.new_module_lr_scale!r}")
-    if config.mixed_precision not in ("no", "bf16", "fp16"):
-        raise ConfigError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {config.mixed_precision!r}")
+    if config.mixed_precision not in MIXED_PRECISIONS:
+        raise ConfigError(f"mixed_precision must be one of {', '.join(map(repr, MIXED_PRECISIONS))}, got {config.mixed_precision!r}")
     if config.flow.semantic_weight and (m.kind != "latent" or d.kind != "toy"):
         raise ConfigError("flow.semantic_weight needs model.kind: latent and data.kind: toy (it reads the renders' layouts)")
     if config.flow.object_weight < 0 or config.flow.semantic_weight < 0:
@@ -465,18 +467,6 @@ def log_samples(accelerator: Accelerator, step: int, path: Path) -> None:
             tracker.log_images({"samples": [Image.fromarray(grid)]}, step=step)
 
 
-def cpu_has_bf16_units(cpuinfo: str | None = None) -> bool:
-    """Whether the CPU multiplies bf16 in hardware (AMX or AVX512-BF16 in /proc/cpuinfo's flags). Without them
-    autocast's bf16 is emulated: a toy transfer step measured 15x slower than fp32 (docs/results.md)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return True  # not Linux: nothing to go on, so no notice
-    flags = set(cpuinfo.split())
-    return bool(flags & {"amx_bf16", "avx512_bf16"})
-
-
 def check_sharding(accelerator: Accelerator) -> None:
     """Refuse to run unsharded when the launch config asked for FSDP or DeepSpeed: accelerate (1.16) sets up
     neither without an accelerator device and would silently fall back to plain data parallel on the CPU."""
@@ -495,6 +485,7 @@ def run(config: TrainConfig, resume: bool = False) -> Path:
     if config.threads:
         torch.set_num_threads(config.threads)
     output = Path(config.output_dir)
+    config.mixed_precision = resolve_mixed_precision(config.mixed_precision, "cuda" if torch.cuda.is_available() else "cpu")
     # On a machine without CUDA, processes started by `accelerate launch` talk over gloo on the CPU.
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available(),

@@ -22,6 +22,7 @@ from diffusers import AutoencoderKL
 
 from .config import parse_command_line
 from .files import atomic_directory
+from .precision import resolve_mixed_precision
 from .toy_data import object_weights, toy_batch
 
 
@@ -52,8 +53,8 @@ class VaeConfig:
     eval_images: int = 64
     log_every: int = 50
     init: str | None = None  # continue from a trained VAE folder instead of a fresh one
-    # "bf16": matmuls and convolutions under CPU/GPU autocast (weights and the loss stay fp32); measured
-    # 1.6x faster a step on the 2-core CPU at 128 px (docs/results.md).
+    # "bf16": matmuls and convolutions under CPU autocast (weights and the loss stay fp32); measured 1.6x faster
+    # a step on the 2-core CPU with AMX at 128 px (docs/results.md); "auto": bf16 only on such a CPU.
     mixed_precision: str = "no"
     threads: int = 0  # 0: torch's default
 
@@ -129,6 +130,7 @@ def train(config: VaeConfig) -> dict:
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     log_path = output / "log.csv"
+    bf16 = resolve_mixed_precision(config.mixed_precision, "cpu") == "bf16"
     started = time.time()
     with open(log_path, "w", newline="") as log:
         writer = csv.writer(log)
@@ -136,14 +138,14 @@ def train(config: VaeConfig) -> dict:
         for step in range(config.steps):
             images, _, _ = toy_batch(step, config.batch_size, config.resolution, seed=config.seed)
             images = random_crops(images, config.crop, crops)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16"):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 posterior = vae.encode(images).latent_dist
                 reconstruction = vae.decode(posterior.sample(generator=crops)).sample
             weights = object_weights(images, config.object_weight)
             rec = weighted_error(reconstruction, images, weights)
             loss = rec + config.kl_weight * posterior.kl().float().mean()
             if config.equivariance_weight:
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16"):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     coarse = vae.decode(F.avg_pool2d(posterior.sample(generator=crops), 2)).sample
                 small = F.avg_pool2d(images, 2)
                 loss = loss + config.equivariance_weight * weighted_error(coarse, small, F.max_pool2d(weights, 2))

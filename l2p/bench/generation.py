@@ -76,13 +76,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     import torch
 
+    from ..device import device_description
+
     torch.set_num_threads(args.threads)
     measured = measure(args.source, args.pixel, args.prompt, args.seed, args.repeats, args.batch)
     median = {name: statistics.median(values) for name, values in measured["seconds"].items()}
     ratio = median["pixel"] / median["source"]
     paired = statistics.median(p / s for p, s in zip(measured["seconds"]["pixel"], measured["seconds"]["source"]))
     result = {
-        "device": "cpu", "threads": args.threads, "batch": args.batch, "prompt": args.prompt, **measured,
+        "device": "cpu", "device_description": device_description("cpu"), "threads": args.threads, "batch": args.batch, "prompt": args.prompt, **measured,
         "median_s": median, "pixel_over_source": ratio, "pixel_over_source_paired": paired, "target": TARGET_RATIO,
         "command": "python -m l2p.bench.generation " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
@@ -93,6 +95,7 @@ def main(argv=None):
     decode_share = median["source_vae_decode"] / median["source"]
     stem.with_suffix(".md").write_text(
         f"# Whole generations, pixel model against its source ({args.scale}, CPU, {args.threads} thread(s))\n\n"
+        f"Machine: {result['device_description']}.\n\n"
         f"`{result['command']}`: {args.repeats} generations of each, alternating, batch {args.batch}, prompt "
         f"{args.prompt!r}; each pipeline at its sampling.json: {source['width']}x{source['height']}, "
         f"{source['num_inference_steps']} / {pixel['num_inference_steps']} steps, guidance {source['guidance_scale']} "
