@@ -17,6 +17,7 @@ from l2p.tokenizer import build_word_tokenizer
 from l2p.toyworld import VOCABULARY, layout_prompt, render_layout
 from training.semantic import NUM_CLASSES, token_labels
 from training.text_encoder import SLOTS, TextEncoderConfig, build_text_encoder, encode_features, prefix_knowledge, scene_targets
+from training.toy_assets import HR_STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_CONFIGS = ROOT / "tests" / "configs" / "toy-tiny"
@@ -118,6 +119,26 @@ def test_toy_assets_rebuilds_both_pipelines_from_nothing_and_records_each_stage(
     # The source exported its EMA weights, and the pixel model's frozen middle blocks are the source's own.
     torch.testing.assert_close(pixel.transformer.state_dict()["layers.1.attention.to_q.weight"],
                                source.transformer.state_dict()["layers.1.attention.to_q.weight"], rtol=0, atol=0)
+
+
+def test_toy_assets_grows_the_native_high_resolution_variant_from_the_pixel_model(tiny_build):
+    folder, command, env = tiny_build
+    record = folder / "toy-build-hr.json"
+    hr = [*command[: command.index("--record")], "--record", str(record), "--threads", "1", "--stages", ",".join(HR_STAGES)]
+    done = subprocess.run(hr, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list(json.loads(record.read_text())["stages"]) == HR_STAGES
+    pixel = L2PPipeline.from_pretrained(folder / "assets" / "tiny-l2p")
+    variant = L2PPipeline.from_pretrained(folder / "assets" / "tiny-l2p-hr")
+    settings = read_sampling(folder / "assets" / "tiny-l2p-hr")
+    assert settings.size == (256, 256)  # 4x the 1x model's 64 px: patch 64 on its 4x4 token grid
+    assert (variant.transformer.config.patch_size, variant.transformer.config.detailer_channels) == (64, [4, 4, 4, 4, 8, 8])
+    assert variant.scheduler.config.shift == 4.0  # the shift it was trained with
+    # Its frozen middle block is still the 1x model's (and so the source's).
+    torch.testing.assert_close(variant.transformer.state_dict()["layers.1.attention.to_q.weight"],
+                               pixel.transformer.state_dict()["layers.1.attention.to_q.weight"], rtol=0, atol=0)
+    image = variant("a red circle", generator=torch.Generator().manual_seed(0), **settings.as_kwargs()).images[0]
+    assert image.size == (256, 256)
 
 
 def test_toy_assets_skips_finished_stages(tiny_build):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ from l2p.sampling import RELEASE_SAMPLING, SamplingSettings, l2p_guidance, read_
 
 from .files import atomic_directory, atomic_path
 from .checkpoints import load_trained, read_state, run_config
-from .train import is_hub_id, retrained_blocks
+from .train import ModelConfig, initial_pixel_model, is_hub_id
 
 
 def merged_transformer(checkpoint: Path, ema: bool | None = None) -> tuple[L2PTransformer2DModel, ZImagePipeline, set[str]]:
@@ -36,11 +37,8 @@ def merged_transformer(checkpoint: Path, ema: bool | None = None) -> tuple[L2PTr
     if model_config["kind"] != "pixel":
         raise ValueError(f"{checkpoint} is a {model_config['kind']} run; merge is for pixel (transfer) runs")
     source = ZImagePipeline.from_pretrained(model_config["source"], dtype=torch.float32)
-    model = L2PTransformer2DModel.from_source(
-        source.transformer, patch_size=model_config["patch_size"],
-        detailer_channels=model_config["detailer_channels"], trained_grid=model_config["trained_grid"],
-        n_shallow=retrained_blocks(model_config["init"], model_config["n_shallow"], source.transformer),
-    )
+    known = {f.name for f in fields(ModelConfig)}
+    model = initial_pixel_model(ModelConfig(**{k: v for k, v in model_config.items() if k in known}), source.transformer)
     trained = load_trained(model, checkpoint, ema)
     return model.eval(), source, trained
 

@@ -15,6 +15,15 @@ each stage reads and writes is laid out here, under --runs and --assets):
   transfer      training.train         L2P transfer: shallow layers + Detailer Head on the corpus
   merge         training.merge         -> assets/tiny-l2p (an L2PPipeline folder with its sampling.json)
 Each stage's wall time goes to the build record (--record, by default docs/results/toy-build.json).
+
+The native high-resolution variant (issue 15) builds on the two, with its own stages and record
+(docs/results/toy-build-hr.json):
+
+    python -m training.toy_assets --stages hr_transfer,hr_merge
+
+  hr_transfer   training.train         the 1x pixel model grown to 4x its side (l2p.high_resolution), trained
+                                       on true 4x renders of the toy world
+  hr_merge      training.merge         -> assets/tiny-l2p-hr
 """
 
 from __future__ import annotations
@@ -39,10 +48,12 @@ from .files import atomic_directory, atomic_file
 
 CONFIGS = Path(__file__).resolve().parent / "configs" / "toy"
 RECORD = Path("docs/results/toy-build.json")
+RECORD_HR = Path("docs/results/toy-build-hr.json")
 # The shipped DiTs are stored in fp16 to keep each folder under 25 MB (width 256 x 6 blocks is 35 MB in fp32);
 # the pipelines load them as float32, and the round trip moves a sample by well under one uint8 level.
 ASSET_DTYPE = torch.float16
 STAGES = ["text_encoder", "vae", "components", "source", "export", "prompts", "synthesize", "transfer", "merge"]
+HR_STAGES = ["hr_transfer", "hr_merge"]
 
 
 @dataclass
@@ -91,12 +102,24 @@ class Layout:
         return self.runs / "l2p-merge.safetensors"
 
     @property
+    def hr_run(self) -> Path:
+        return self.runs / "hr"
+
+    @property
+    def hr_merged_file(self) -> Path:
+        return self.runs / "l2p-hr-merge.safetensors"
+
+    @property
     def source(self) -> Path:
         return self.assets / "tiny-source"
 
     @property
     def pixel(self) -> Path:
         return self.assets / "tiny-l2p"
+
+    @property
+    def hr(self) -> Path:
+        return self.assets / "tiny-l2p-hr"
 
 
 class Build:
@@ -122,10 +145,17 @@ class Build:
         return self.config(train.TrainConfig, "transfer", output_dir=self.layout.transfer_run, model__source=self.layout.source,
                            data__path=self.layout.corpus)
 
+    def hr_config(self):
+        return self.config(train.TrainConfig, "hr", output_dir=self.layout.hr_run, model__source=self.layout.source,
+                           model__base=self.layout.pixel)
+
+    def training_config(self, stage: str):
+        return {"source": self.source_config, "transfer": self.transfer_config, "hr_transfer": self.hr_config}[stage]()
+
     def done(self, stage: str) -> bool:
         L = self.layout
-        if stage in ("source", "transfer"):
-            config = self.source_config() if stage == "source" else self.transfer_config()
+        if stage in ("source", "transfer", "hr_transfer"):
+            config = self.training_config(stage)
             return (Path(config.output_dir) / f"checkpoint-{config.max_steps:07d}").is_dir()
         outputs = {
             "text_encoder": L.text_encoder / "text_encoder" / "config.json",
@@ -135,6 +165,7 @@ class Build:
             "prompts": L.prompts,
             "synthesize": L.corpus / "metadata.jsonl",
             "merge": L.pixel / "model_index.json",
+            "hr_merge": L.hr / "model_index.json",
         }
         return outputs[stage].exists()
 
@@ -161,6 +192,10 @@ class Build:
             train.run(self.transfer_config(), resume=True)
         elif stage == "merge":
             merge.merge(checkpoints.latest_checkpoint(L.transfer_run), L.merged_file, L.pixel, storage_dtype=ASSET_DTYPE)
+        elif stage == "hr_transfer":
+            train.run(self.hr_config(), resume=True)
+        elif stage == "hr_merge":
+            merge.merge(checkpoints.latest_checkpoint(L.hr_run), L.hr_merged_file, L.hr, storage_dtype=ASSET_DTYPE)
 
 
 def export_source(source_run: Path, components_dir: Path, target: Path) -> None:
@@ -187,7 +222,7 @@ def record_stage(record: Path, stage: str, seconds: float) -> dict:
     """Add a stage's time to the build record (a resumed build keeps the times of the stages it skipped)."""
     data = json.loads(record.read_text()) if record.is_file() else {"stages": {}}
     data["stages"][stage] = round(seconds, 1)
-    data["stages"] = {name: data["stages"][name] for name in STAGES if name in data["stages"]}
+    data["stages"] = {name: data["stages"][name] for name in STAGES + HR_STAGES if name in data["stages"]}
     data["total_s"] = round(sum(data["stages"].values()), 1)
     data["machine"] = machine()
     with atomic_file(record, "w") as stream:
@@ -197,39 +232,41 @@ def record_stage(record: Path, stage: str, seconds: float) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of: " + ", ".join(STAGES))
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help="comma-separated subset of: " + ", ".join(STAGES + HR_STAGES) + " (default: the first nine)")
     parser.add_argument("--force", action="store_true", help="redo stages whose outputs exist")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per stage (0: torch's default)")
     parser.add_argument("--configs", type=Path, default=CONFIGS, help="the folder of stage YAMLs (default: %(default)s)")
     parser.add_argument("--runs", type=Path, default=Path("runs/toy"), help="intermediate outputs (default: %(default)s)")
     parser.add_argument("--assets", type=Path, default=Path("assets"), help="where the two pipelines go (default: %(default)s)")
-    parser.add_argument("--record", type=Path, default=RECORD, help="stage times, as JSON (default: %(default)s)")
+    parser.add_argument("--record", type=Path, help=f"stage times, as JSON (default: {RECORD}, and {RECORD_HR} for the hr_ stages)")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.stages.split(",") if s.strip()]
-    unknown = sorted(set(chosen) - set(STAGES))
+    unknown = sorted(set(chosen) - set(STAGES + HR_STAGES))
     if unknown:
-        parser.error(f"unknown stage(s) {unknown}; choose from {STAGES}")
+        parser.error(f"unknown stage(s) {unknown}; choose from {STAGES + HR_STAGES}")
     if not args.configs.is_dir():
         parser.error(f"--configs {args.configs} is not a folder")
     if args.threads:
         torch.set_num_threads(args.threads)
     build = Build(args.configs, Layout(args.runs, args.assets), args.threads)
     args.runs.mkdir(parents=True, exist_ok=True)
-    for stage in STAGES:
+    for stage in STAGES + HR_STAGES:
         if stage not in chosen:
             continue
         if build.done(stage) and not args.force:
             print(f"[toy_assets] {stage}: already done, skipped", flush=True)
             continue
-        if args.force and stage in ("source", "transfer", "prompts", "synthesize"):
-            target = {"source": build.layout.source_run, "transfer": build.layout.transfer_run,
+        if args.force and stage in ("source", "transfer", "prompts", "synthesize", "hr_transfer"):
+            target = {"source": build.layout.source_run, "transfer": build.layout.transfer_run, "hr_transfer": build.layout.hr_run,
                       "prompts": build.layout.prompts, "synthesize": build.layout.corpus}[stage]
             shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
         started = time.time()
         print(f"[toy_assets] {stage}: starting", flush=True)
         build.run(stage)
         seconds = time.time() - started
-        total = record_stage(args.record, stage, seconds)["total_s"]
+        record = args.record or (RECORD_HR if stage in HR_STAGES else RECORD)
+        total = record_stage(record, stage, seconds)["total_s"]
         print(f"[toy_assets] {stage}: done in {seconds / 60:.1f} min (build total {total / 60:.1f} min)", flush=True)
 
 

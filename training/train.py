@@ -35,6 +35,7 @@ from safetensors.torch import load_file
 
 from l2p import L2PPipeline, L2PTransformer2DModel, freeze_for_transfer
 from l2p.device import cpu_has_bf16_units
+from l2p.high_resolution import grow_for_high_resolution
 from l2p.latents import standardise_latents
 from l2p.toyworld import layout_prompt
 from l2p.transfer import POLICIES
@@ -55,7 +56,11 @@ from .toy_data import object_weights, to_tensor
 class ModelConfig:
     kind: str = "pixel"  # "pixel" (the L2P model) or "latent" (a Z-Image DiT on VAE latents)
     source: str = "assets/tiny-source"  # ZImagePipeline folder or hub id: text encoder, tokenizer, VAE, DiT
-    init: str = "source"  # pixel: "source" (the transfer) or "scratch" (same architecture, random init, all trained)
+    # pixel: "source" (the transfer), "scratch" (same architecture, random init, all trained) or "pixel" (a
+    # high-resolution variant grown from the pixel model in `base`: patch_size a power-of-two multiple of its patch,
+    # detailer_channels its head's widths after one outer level per doubling; l2p.high_resolution).
+    init: str = "source"
+    base: str | None = None  # init: pixel: an L2PPipeline folder or hub id whose DiT and head the variant grows from
     patch_size: int = 16
     detailer_channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     trained_grid: int = 64
@@ -164,8 +169,10 @@ def validate(config: TrainConfig) -> None:
     m, d = config.model, config.data
     if m.kind not in ("pixel", "latent"):
         raise ConfigError(f"model.kind must be 'pixel' or 'latent', got {m.kind!r}")
-    if m.init not in ("source", "scratch"):
-        raise ConfigError(f"model.init must be 'source' or 'scratch', got {m.init!r}")
+    if m.init not in ("source", "scratch", "pixel"):
+        raise ConfigError(f"model.init must be 'source', 'scratch' or 'pixel', got {m.init!r}")
+    if m.init == "pixel":
+        validate_growth(m)
     if m.freeze_policy not in POLICIES:
         raise ConfigError(f"model.freeze_policy must be one of {list(POLICIES)}, got {m.freeze_policy!r}")
     source = Path(m.source)
@@ -203,6 +210,38 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError("log_with: wandb is not installed (pip install wandb), or use log_with=tensorboard")
 
 
+def validate_growth(m: ModelConfig) -> None:
+    """init: pixel: the base folder exists and the asked patch and head widths are a growth of its own."""
+    if m.kind != "pixel" or not m.base:
+        raise ConfigError("model.init: pixel needs model.kind: pixel and model.base (the L2PPipeline folder to grow from)")
+    config_file = Path(m.base) / "transformer" / "config.json"
+    if is_hub_id(m.base):
+        return  # checked when the base is fetched
+    if not config_file.is_file():
+        raise ConfigError(f"model.base: {m.base} is not an L2PPipeline folder (no transformer/config.json)")
+    base = json.loads(config_file.read_text())
+    factor, remainder = divmod(m.patch_size, base["patch_size"])
+    if remainder or factor < 2 or factor & (factor - 1):
+        raise ConfigError(f"model.patch_size={m.patch_size} must be a power-of-two multiple (>= 2x) of the base's {base['patch_size']}")
+    extra = int(math.log2(factor))
+    if len(m.detailer_channels) != len(base["detailer_channels"]) + extra or m.detailer_channels[extra:] != base["detailer_channels"]:
+        raise ConfigError(f"model.detailer_channels={m.detailer_channels} must be {extra} outer level(s) followed by the "
+                          f"base head's {base['detailer_channels']}")
+
+
+def initial_pixel_model(m: ModelConfig, source_transformer) -> L2PTransformer2DModel:
+    """The pixel model as a run builds it before training (and `training.merge` rebuilds it under a checkpoint):
+    from the source's DiT for the transfer and scratch (whose weights the caller then replaces), or grown from
+    the pixel model in `m.base` (init: pixel)."""
+    if m.init == "pixel":
+        base = L2PTransformer2DModel.from_pretrained(m.base, subfolder="transformer", torch_dtype=torch.float32)
+        return grow_for_high_resolution(base, m.patch_size // base.config.patch_size, m.detailer_channels)
+    return L2PTransformer2DModel.from_source(
+        source_transformer, patch_size=m.patch_size, detailer_channels=m.detailer_channels,
+        trained_grid=m.trained_grid, n_shallow=retrained_blocks(m.init, m.n_shallow, source_transformer),
+    )
+
+
 def retrained_blocks(init: str, n_shallow: int, source_transformer) -> int:
     """The pixel model's `n_shallow` config: blocks at each end not the source's own (all of them from scratch)."""
     return n_shallow if init == "source" else len(source_transformer.layers)
@@ -223,10 +262,7 @@ class Trainer:
             self.model = adaln_zero_init(ZImageTransformer2DModel.from_config(self.source.transformer.config))
             self.trainable = sum(p.numel() for p in self.model.parameters())
         else:
-            self.model = L2PTransformer2DModel.from_source(
-                self.source.transformer, patch_size=m.patch_size, detailer_channels=m.detailer_channels,
-                trained_grid=m.trained_grid, n_shallow=retrained_blocks(m.init, m.n_shallow, self.source.transformer),
-            )
+            self.model = initial_pixel_model(m, self.source.transformer)
             if m.init == "scratch":
                 # The baseline the transfer is measured against: the same architecture, random weights, and all
                 # of them trained (frozen random blocks would handicap it). Its checkpoints then hold every
@@ -245,7 +281,7 @@ class Trainer:
         self.names = [name for name, p in self.model.named_parameters() if p.requires_grad]
         params = [p for p in self.model.parameters() if p.requires_grad]
         o = config.optim
-        new_modules = m.kind == "pixel" and m.init == "source" and o.new_module_lr_scale != 1.0
+        new_modules = m.kind == "pixel" and m.init in ("source", "pixel") and o.new_module_lr_scale != 1.0
         groups = [{"params": params, "lr_scale": 1.0}]
         if new_modules:
             is_new = [name.startswith(NEW_MODULES) for name in self.names]
