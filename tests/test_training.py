@@ -179,6 +179,11 @@ def test_frozen_middle_stays_frozen_and_merge_writes_a_loadable_release_file(sou
     for key in ("overall", "background_match", "count_match", "edge_width_px"):
         assert rows[-1][key] == pytest.approx(final[key], nan_ok=True), key
     assert json.loads((tmp_path / "curve" / "curve.json").read_text())["curve"] == rows
+    # Zero-shot past the trained grid with a RoPE strategy, recorded with the scores; a latent folder has none.
+    plain, scaled = (evaluate_toy(tmp_path / "pipeline", n_prompts=2, steps=2, size=128, rope=rope) for rope in (None, "pi"))
+    assert scaled["rope"] == "pi" and plain["rope"] is None and scaled["size"] == [128, 128]
+    with pytest.raises(ValueError, match="applies to L2P pipelines"):
+        evaluate_toy(ROOT / "assets" / "tiny-source", n_prompts=1, rope="pi")
     # One-step denoising with the checkpoint laid over the merged pipeline is the merged pipeline's own; laid
     # over a model it does not belong to, it is refused.
     from training.evaluate import evaluate_denoising

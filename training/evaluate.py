@@ -26,6 +26,7 @@ from PIL import Image
 from l2p import L2PPipeline
 from l2p.latents import destandardise_latents, standardise_latents
 from l2p.quantization import WEIGHT_ONLY, dit_quantization
+from l2p.rope import STRATEGIES
 from l2p.sampling import RELEASE_SAMPLING, SamplingSettings, read_sampling, zimage_guidance
 from l2p.sharpness import mean_edge_width
 from l2p.toyworld import partial_credit, sample_prompts, score
@@ -76,12 +77,13 @@ def run_settings(folder, pipe, steps: int | None = None, guidance: float | None 
     )
 
 
-def generate(pipe, prompts: list[str], seeds: list[int], settings: SamplingSettings, batch_size: int = 8):
+def generate(pipe, prompts: list[str], seeds: list[int], settings: SamplingSettings, batch_size: int = 8, **options):
+    """`options`: further pipeline arguments (an L2P pipeline's `rope_scaling`)."""
     images = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
         generators = [torch.Generator().manual_seed(s) for s in seeds[start : start + batch_size]]
-        images += pipe(chunk, generator=generators, **settings.as_kwargs()).images
+        images += pipe(chunk, generator=generators, **settings.as_kwargs(), **options).images
     return images
 
 
@@ -99,19 +101,24 @@ def measure(images: list[Image.Image], prompts: list[str]) -> dict[str, float]:
 
 
 def evaluate_toy(folder, n_prompts: int = 300, seed: int = HELD_OUT_SEED, steps: int | None = None, guidance: float | None = None,
-                 size: int | None = None, out: str | Path | None = None, quantize: str | None = None) -> dict:
+                 size: int | None = None, out: str | Path | None = None, quantize: str | None = None,
+                 rope: str | None = None) -> dict:
     """Toy GenEval: one image per prompt, prompt i with seed `seed + i`, scored by the toy evaluator; the size,
-    steps and guidance are the folder's `sampling.json` unless given; `quantize`: see `load_pipeline`."""
+    steps and guidance are the folder's `sampling.json` unless given; `quantize`: see `load_pipeline`; `rope`: a
+    pixel model's RoPE strategy past its trained grid (l2p.rope: pi, ntk, yarn, dype; None: plain positions)."""
     pipe = load_pipeline(folder, quantize)
+    if rope is not None and not isinstance(pipe, L2PPipeline):
+        raise ValueError(f"--rope applies to L2P pipelines; {folder} holds a {type(pipe).__name__}")
     settings = run_settings(folder, pipe, steps, guidance, size)
     pairs = sample_prompts(n_prompts, seed=seed)
     prompts = [prompt for _, prompt in pairs]
     started = time.time()
-    images = generate(pipe, prompts, [seed + i for i in range(len(prompts))], settings)
+    options = {"rope_scaling": rope} if rope is not None else {}
+    images = generate(pipe, prompts, [seed + i for i in range(len(prompts))], settings, **options)
     result = measure(images, prompts)
     result.update(pipeline=str(folder), prompts=len(prompts), seed=seed, steps=settings.num_inference_steps,
                   size=[settings.width, settings.height], guidance=settings.guidance_scale, seconds=round(time.time() - started, 1),
-                  quantize=quantize)
+                  quantize=quantize, rope=rope)
     if out is not None:
         out = Path(out)
         with atomic_file(out / "scores.json", "w") as stream:
@@ -294,12 +301,14 @@ def main(argv=None):
                         help="in L2P's convention (1 = off); default: the folder's sampling.json (2.0 without one)")
     parser.add_argument("--size", type=int, default=None, help="a square side; default: the folder's sampling.json")
     parser.add_argument("--every", type=int, default=1, help="toy-curve: only checkpoints at multiples of this step")
+    parser.add_argument("--rope", choices=[s for s in STRATEGIES if s], default=None,
+                        help="toy: a pixel model's RoPE strategy past its trained grid (default: plain positions)")
     parser.add_argument("--quantize", choices=sorted(WEIGHT_ONLY), default=None,
                         help="toy: the DiT's weights only, through torchao (pip install torchao)")
     args = parser.parse_args(argv)
     if args.benchmark == "toy":
         result = evaluate_toy(args.pipeline, args.prompts, args.seed, args.steps, args.guidance, args.size, args.out,
-                              args.quantize)
+                              args.quantize, args.rope)
         print(json.dumps(result, indent=1))
     elif args.benchmark == "toy-curve":
         if not args.base:
