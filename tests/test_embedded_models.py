@@ -76,3 +76,21 @@ def test_one_step_denoising_of_the_shipped_models_beats_doing_nothing(name, tmp_
     assert levels[0.5]["object_colour_error"] < levels[0.95]["object_colour_error"]
     assert result["space"].startswith("pixels" if name == "tiny-l2p" else "latents")
     assert json.loads((tmp_path / "denoising.json").read_text())["levels"] == result["levels"]
+
+
+def test_embedded_high_resolution_variant_is_the_pixel_model_grown_to_4x_its_side():
+    hr, pixel = (load_pipeline(ASSETS / name) for name in ("tiny-l2p-hr", "tiny-l2p"))
+    settings = read_sampling(ASSETS / "tiny-l2p-hr")
+    native = read_sampling(ASSETS / "tiny-l2p")
+    assert settings.size == (4 * native.width, 4 * native.height)
+    config = hr.transformer.config
+    assert config.patch_size == 4 * pixel.transformer.config.patch_size
+    assert config.detailer_channels[2:] == pixel.transformer.config.detailer_channels  # two outer levels
+    assert config.trained_grid == pixel.transformer.config.trained_grid  # the same token grid
+    assert sum(f.stat().st_size for f in (ASSETS / "tiny-l2p-hr").rglob("*") if f.is_file()) < 25e6
+    # Its middle blocks stayed frozen: the 1x model's, so the source's.
+    middle = f"layers.{config.n_layers // 2}.attention.to_q.weight"
+    assert torch.equal(hr.transformer.state_dict()[middle], pixel.transformer.state_dict()[middle])
+    image = hr("a red circle", generator=torch.Generator().manual_seed(0), height=settings.height, width=settings.width,
+               num_inference_steps=2, guidance_scale=settings.guidance_scale).images[0]
+    assert image.size == settings.size

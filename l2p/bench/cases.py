@@ -44,14 +44,12 @@ def hr_patch_size(width: int, height: int, min_side: int = HR_MIN_SIDE, base_pat
 
 
 def hr_detailer_channels(channels, patch_size: int, hr_patch: int) -> list[int]:
-    """The high-resolution head: the base head with one outer level per doubling of the patch, each half as wide.
+    """The high-resolution head for `hr_patch` (`l2p.high_resolution.high_resolution_channels`): the release's 4K
+    head has two extra outer levels of 16 and 32 channels before (64, 128, 256, 512); 8K one more (8 here; the
+    release does not say)."""
+    from ..high_resolution import high_resolution_channels
 
-    The release's 4K head has two extra full-/half-resolution levels of 16 and 32 channels before the usual
-    (64, 128, 256, 512); 8K has one more outer level (8 channels here; the release does not say).
-    """
-    extra = int(round(math.log2(hr_patch / patch_size)))
-    first = channels[0]
-    return [max(2, first >> k) for k in range(extra, 0, -1)] + list(channels)
+    return high_resolution_channels(channels, hr_patch // patch_size)
 
 
 def spec_hr_rule(spec: dict) -> tuple[int, int]:
@@ -185,6 +183,7 @@ def build_pipeline(spec: dict, pipeline: str, width: int, height: int, device, d
     """
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
 
+    from ..high_resolution import grow_for_high_resolution
     from ..pipeline_l2p import L2PPipeline
     from ..transformer_l2p import L2PTransformer2DModel
 
@@ -199,10 +198,7 @@ def build_pipeline(spec: dict, pipeline: str, width: int, height: int, device, d
                 base = pipe.transformer
                 hr_patch = spec_hr_patch(spec, width, height)
                 torch.manual_seed(0)
-                pipe.transformer = L2PTransformer2DModel.from_source(
-                    base, patch_size=hr_patch, trained_grid=base.config.trained_grid,
-                    detailer_channels=hr_detailer_channels(base.config.detailer_channels, base.config.patch_size, hr_patch),
-                ).eval()
+                pipe.transformer = grow_for_high_resolution(base, hr_patch // base.config.patch_size).eval()
                 del base
         return pipe if torch.device(device).type == "cpu" else pipe.to(device)
 
