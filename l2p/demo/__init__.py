@@ -15,8 +15,9 @@ stops it with one line naming the setting and the fix.
 | L2P_CHECKPOINT | checkpoint | a release single-file checkpoint (file, folder or Hub id) for `L2PPipeline.from_release` |
 | L2P_CHECKPOINT_FILE | checkpoint_file | the file name inside a checkpoint folder or Hub repository |
 | L2P_SOURCE_MODEL | source_model | the latent source, a `ZImagePipeline.from_pretrained` folder or Hub id |
+| L2P_HR_MODEL | hr_model | a native high-resolution variant of the pixel model (`l2p.high_resolution`), an `L2PPipeline.from_pretrained` folder or Hub id: Compare at its native size runs it as a third model (default: the embedded `tiny-l2p-hr/`, when the embedded pair is served and it exists; none otherwise). If it cannot be loaded, the notice names this setting and everything else is served |
 | L2P_TEXT_ENCODER | text_encoder | where a release checkpoint's text encoder comes from (default: the source) |
-| L2P_ASSETS | assets | the folder holding the embedded `tiny-source/` and `tiny-l2p/` |
+| L2P_ASSETS | assets | the folder holding the embedded `tiny-source/`, `tiny-l2p/` and (optional) `tiny-l2p-hr/` |
 | L2P_DEVICE, L2P_DTYPE | device, dtype | e.g. cuda / cpu, bfloat16 / float32 (default: cuda+bfloat16 if there is a GPU; a device this machine lacks falls back to the CPU, with a notice) |
 | L2P_STEPS, L2P_GUIDANCE | steps, guidance | the pixel model's defaults (else its folder's sampling.json, else the release's 30, 2.0) |
 | L2P_SOURCE_STEPS, L2P_SOURCE_GUIDANCE | source_steps, source_guidance | the source's defaults in Compare (else its folder's sampling.json, or the pixel model's where the two sampling.json agree; else Z-Image-Turbo's 9, 1.0) |
@@ -31,7 +32,7 @@ Modules, one concept each:
 | module | holds |
 | --- | --- |
 | `config` | `DemoConfig`: the settings above |
-| `loading` | loading the models once (configured, else embedded) and the cost model (`l2p.bench.costs`) |
+| `loading` | loading the models once (configured, else embedded; the optional HR model) and the cost model (`l2p.bench.costs`) |
 | `presets` | resolution presets, aspect ratios, RoPE choices and the `Geometry` of a loaded pair |
 | `plan` | `Request`, and `Plan`: a request resolved once (problems, size, RoPE strategies, estimates for all its images) |
 | `runs` | the Generate and Compare runs themselves: pipeline calls, paced progress, stages measured |
@@ -52,7 +53,7 @@ from .plan import (
     COMPARE_FIELDS, DYPE_RANGE, GENERATE_FIELDS, GUIDANCE_RANGE, IMAGES_RANGE, MAX_SEED, SHIFT_RANGE, STEPS_RANGE, Plan,
     Request, seeds_of,
 )
-from .presets import ASPECT_RATIOS, NATIVE, PRESETS, ROPE_CHOICES, Geometry, image_size, is_native, preset_label, resolve_rope
+from .presets import ASPECT_RATIOS, HR, NATIVE, PRESETS, ROPE_CHOICES, Geometry, image_size, is_native, preset_label, resolve_rope
 from .results import (
     PRESET_HEADERS,
     CompareResult,
@@ -68,7 +69,7 @@ from .runs import PREVIEW_INTERVAL_S, ProgressPacer, x0_preview
 from .service import Demo
 
 __all__ = [
-    "ASPECT_RATIOS", "BUILD_COMMAND", "COMPARE_FIELDS", "GENERATE_FIELDS", "GUIDANCE_RANGE", "MAX_SEED", "NATIVE",
+    "ASPECT_RATIOS", "BUILD_COMMAND", "HR", "COMPARE_FIELDS", "GENERATE_FIELDS", "GUIDANCE_RANGE", "MAX_SEED", "NATIVE",
     "DYPE_RANGE", "IMAGES_RANGE", "PRESETS", "PRESET_HEADERS", "PREVIEW_INTERVAL_S", "ROPE_CHOICES", "SHIFT_RANGE", "STEPS_RANGE", "Cancelled", "CompareResult",
     "Demo", "DemoConfig", "DemoError", "GenerateResult", "Geometry", "LoadedModels", "MissingAssets", "Plan",
     "Preview", "ProgressPacer", "Request", "SourceDone", "Waiting", "detail_box",

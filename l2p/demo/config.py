@@ -58,6 +58,7 @@ class DemoConfig:
     checkpoint: str | None = None
     checkpoint_file: str | None = None
     source_model: str | None = None
+    hr_model: str | None = None  # None: the embedded tiny-l2p-hr/ beside the embedded pair, when it exists
     text_encoder: str | None = None
     assets: str = str(REPO_ROOT / "assets")
     device: str | None = None

@@ -1,5 +1,6 @@
-"""Loading once, at start-up: the two pipelines the demo serves (configured, else embedded), and the cost model its
-estimates come from (a benchmark file, else a quick measurement here)."""
+"""Loading once, at start-up: the two pipelines the demo serves (configured, else embedded), the optional native
+high-resolution variant of the pixel model (L2P_HR_MODEL, else the embedded one beside the embedded pair), and the
+cost model the estimates come from (a benchmark file, else a quick measurement here)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ log = logging.getLogger("l2p.demo")
 
 EMBEDDED_SOURCE = "tiny-source"
 EMBEDDED_PIXEL = "tiny-l2p"
+EMBEDDED_HR = "tiny-l2p-hr"
 BUILD_COMMAND = "python -m training.toy_assets"
 BENCHMARKS = REPO_ROOT / "docs" / "benchmarks"
 
@@ -48,6 +50,14 @@ class LoadedModels:
     # How each folder is meant to run (its sampling.json), when it has one: the embedded models do.
     source_sampling: SamplingSettings | None = None
     pixel_sampling: SamplingSettings | None = None
+    # Where the pixel pipeline's text encoder was read from (its folder, or the source / L2P_TEXT_ENCODER for a
+    # release checkpoint): what an HR model's own text encoder is compared with.
+    encoder_location: str | None = None
+    # The native high-resolution variant of the pixel model (l2p.L2PPipeline), when one is served.
+    hr: object | None = None
+    hr_name: str | None = None
+    hr_shares_text_encoder: bool = False  # it reuses the pixel pipeline's text encoder
+    hr_sampling: SamplingSettings | None = None
 
 
 def pick_device(config: DemoConfig) -> tuple[torch.device, torch.dtype, str | None]:
@@ -161,6 +171,7 @@ def _load_pair(source_location: str, pixel_location: str | None, config: DemoCon
         extra = dict(text_encoder=source.text_encoder, tokenizer=source.tokenizer) if shared else {}
         pixel = attempt(label["pixel"], lambda: L2PPipeline.from_pretrained(pixel_location, dtype=dtype, transformer=transformer, **extra))
         pixel_name = pixel_location
+        encoder_location = source_location if shared else pixel_location
     else:
         encoder_location = config.text_encoder or source_location
         shared = encoder_location == source_location
@@ -177,7 +188,7 @@ def _load_pair(source_location: str, pixel_location: str | None, config: DemoCon
     source_name, pixel_name = names or (source_location, pixel_name)
     return LoadedModels(source, pixel, device, dtype, origin, source_name, pixel_name, shared, notice=notice,
                         seconds=time.perf_counter() - start, source_sampling=_sampling(source_location),
-                        pixel_sampling=_sampling(pixel_location))
+                        pixel_sampling=_sampling(pixel_location), encoder_location=encoder_location)
 
 
 def check_caption_width(transformer, text_encoder, part: str) -> None:
@@ -206,8 +217,9 @@ def load_models(config: DemoConfig) -> LoadedModels:
             config = dataclasses.replace(config, checkpoint=RELEASE_REPO_ID)
         settings = configured_settings(config, source_location)
         try:
-            return _load_pair(source_location, pixel_location, config, device, dtype, "configured", start,
-                              notice=device_notice, settings=settings)
+            models = _load_pair(source_location, pixel_location, config, device, dtype, "configured", start,
+                                notice=device_notice, settings=settings)
+            return load_hr_model(config, models)
         except LoadFailure as failure:  # offline, missing files, wrong layout: fall back, and say why
             notice = f"The configured models could not be loaded ({failure})."
             log.warning("%s Falling back to the embedded tiny models.", notice)
@@ -227,7 +239,60 @@ def load_models(config: DemoConfig) -> LoadedModels:
         )
     models = _load_pair(str(source_path), str(pixel_path), config, device, dtype, "embedded", start,
                         names=(short_path(source_path), short_path(pixel_path)), notice=notice)
-    return dataclasses.replace(models, fell_back=fell_back)
+    return load_hr_model(config, dataclasses.replace(models, fell_back=fell_back))
+
+
+def load_hr_model(config: DemoConfig, models: LoadedModels) -> LoadedModels:
+    """`models` with the native high-resolution variant of its pixel model added: L2P_HR_MODEL, else the embedded
+    `tiny-l2p-hr/` when the embedded pair is served and the folder exists, else none (`models` unchanged).
+
+    It reuses the pixel pipeline's text encoder where the two are the same (`can_share_text_encoder`). A failure
+    is one sentence in `models.notice`, naming L2P_HR_MODEL; everything else is served as it was."""
+    if config.hr_model:
+        location, name, part = config.hr_model, config.hr_model, f"L2P_HR_MODEL={config.hr_model}"
+    else:
+        folder = Path(config.assets) / EMBEDDED_HR
+        if models.origin != "embedded" or not (folder / "model_index.json").is_file():
+            return models
+        location, name = str(folder), short_path(folder)
+        part = f"the embedded {name} (L2P_HR_MODEL unset; set it to another folder, or remove this one)"
+    start = time.perf_counter()
+    try:
+        hr, shared = _load_hr(location, models, part)
+    except LoadFailure as failure:
+        notice = (f"The high-resolution model could not be loaded ({failure}); Compare runs the latent source and "
+                  f"the pixel model only.")
+        log.warning("%s", notice)
+        gc.collect()
+        return dataclasses.replace(models, notice=" ".join(n for n in (models.notice, notice) if n))
+    return dataclasses.replace(models, hr=hr, hr_name=name, hr_shares_text_encoder=shared,
+                               hr_sampling=_sampling(location), seconds=models.seconds + time.perf_counter() - start)
+
+
+def _load_hr(location: str, models: LoadedModels, part: str):
+    """(the HR pipeline on the served device, whether it shares the pixel pipeline's text encoder); LoadFailure
+    naming `part` when it cannot be read or is no high-resolution variant of the served pixel model."""
+    from ..pipeline_l2p import L2PPipeline
+    from ..transformer_l2p import L2PTransformer2DModel
+
+    dtype = models.dtype
+    transformer = attempt(part, lambda: L2PTransformer2DModel.from_pretrained(location, subfolder="transformer",
+                                                                              torch_dtype=dtype))
+    geometry = Geometry.of(models.source, models.pixel)
+    side, base = transformer.native_side, geometry.native_side
+    if side <= base:
+        raise LoadFailure(f"{part}: its native size is {side} px, not larger than the pixel model's {base} px, so it "
+                          f"is no high-resolution variant of it")
+    if side % geometry.multiple:
+        raise LoadFailure(f"{part}: its native size {side} px is not a multiple of {geometry.multiple} px, so the "
+                          f"latent source and the pixel model cannot run at it")
+    shared = attempt(part, lambda: can_share_text_encoder(models.encoder_location or "", location, models.pixel))
+    extra = dict(text_encoder=models.pixel.text_encoder, tokenizer=models.pixel.tokenizer) if shared else {}
+    hr = attempt(part, lambda: L2PPipeline.from_pretrained(location, dtype=dtype, transformer=transformer, **extra))
+    check_caption_width(hr.transformer, hr.text_encoder, part)
+    hr.to(models.device)
+    hr.set_progress_bar_config(disable=True)
+    return hr, shared
 
 
 def configured_settings(config: DemoConfig, source_location: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ..rope import RopeScaling
 from ..sampling import RELEASE_SAMPLING
-from .presets import ASPECT_RATIOS, CUSTOM, NATIVE, PRESETS, ROPE_CHOICES, Geometry, custom_side_problem, image_size
+from .presets import ASPECT_RATIOS, CUSTOM, NATIVE, ROPE_CHOICES, Geometry, custom_side_problem, image_size
 from .results import format_bytes, format_seconds
 
 MAX_SEED = 2**31 - 1
@@ -82,10 +82,12 @@ class Plan:
         numbers as their proper types.
     problems: field name -> what is wrong with it; empty when the request can run.
     width, height: the size, when the preset and aspect ratio are known.
-    rope, native: per pipeline ("pixel", "source"), the RoPE strategy and whether the size is native.
+    rope, native: per pipeline ("pixel", "source"; "hr" for a three-way Compare), the RoPE strategy and whether
+        the size is native.
     estimates: per pipeline, an `l2p.bench.costs.Estimate` (None without a cost model) of all its images in this
-        run (Generate: `num_images` of them, one after another); "source" for Compare only.
-    estimate: the whole run: the pixel model alone, or both in a row for Compare.
+        run (Generate: `num_images` of them, one after another); "source" for Compare only, "hr" for a three-way
+        Compare only (Compare at the HR model's native size, `Geometry.is_hr_size`).
+    estimate: the whole run: the pixel model alone, or all of Compare's models in a row.
     """
 
     request: Request
@@ -97,6 +99,11 @@ class Plan:
     native: dict[str, bool] = field(default_factory=dict)
     estimates: dict[str, object] = field(default_factory=dict)
     estimate: object | None = None
+
+    @property
+    def three_way(self) -> bool:
+        """A Compare at the HR model's native size: the latent source, the 1x pixel model and the HR model."""
+        return "hr" in self.native
 
     @property
     def size_text(self) -> str:
@@ -140,7 +147,7 @@ class Planner:
         self._plans_lock = threading.Lock()
         # Measured / fitted run time of the last run of each pipeline here: a busy CPU, or a faster GPU than the
         # benchmark's, shows in every later estimate after one run.
-        self.time_scale = {"pixel": 1.0, "source": 1.0}
+        self.time_scale = {"pixel": 1.0, "source": 1.0, "hr": 1.0}
         self.costs = costs
 
     @property
@@ -156,7 +163,7 @@ class Planner:
 
     # -- estimates ------------------------------------------------------------------------------------------
     def estimate(self, pipeline: str, width: int, height: int, steps, guidance):
-        """An `l2p.bench.costs.Estimate`, or None without a cost model. `pipeline` is "pixel" or "source". Its time
+        """An `l2p.bench.costs.Estimate`, or None without a cost model. `pipeline` is "pixel", "source" or "hr". Its time
         is the cost model's, rescaled by what the last run of that pipeline measured here (`learn`)."""
         fitted = self._fitted(pipeline, width, height, steps, guidance)
         scale = self.time_scale[pipeline]
@@ -166,10 +173,32 @@ class Planner:
         costs = self.costs
         if costs is None:
             return None
+        if pipeline == "hr":
+            return self._fitted_hr(width, height, steps, guidance)
         name = "source"
         if pipeline == "pixel":  # a cost model measured on the high-resolution variant only stands in for it
             name = "pixel_hr" if "pixel" not in costs.pipelines and "pixel_hr" in costs.pipelines else "pixel"
         return costs.estimate(name, width, height, int(steps), cfg=float(guidance) > 1.0)
+
+    def _fitted_hr(self, width: int, height: int, steps, guidance):
+        """The HR model's cost, scaled from the 1x pixel model's fit (no cost model here measures the loaded HR
+        model: the benchmark's "pixel_hr" follows the release's patch rule, not necessarily this model's).
+
+        With f = HR patch / 1x patch, the HR model at width x height runs the DiT on the token grid the 1x model
+        has at width/f x height/f, and its Detailer Head over f² times those pixels. So its time is the 1x model's
+        text encoding plus f² times the 1x model's denoising at width/f x height/f (as if every stage grew with
+        the pixels: right for the head, generous for the DiT, and without the attention growth of running the 1x
+        model zero-shot at the full size), and its peak memory the 1x model's at the full size (the same
+        full-resolution activations through a head no wider there, and f² fewer tokens). Both err high, so the
+        time limit never lets a three-way Compare through that the models would not finish."""
+        from ..bench.costs import Estimate
+
+        f = self.geometry.hr_patch_size / self.geometry.patch_size
+        small = (max(1, round(width / f)), max(1, round(height / f)))
+        run, encode = (self._fitted("pixel", *small, count, guidance) for count in (steps, 0))
+        full = self._fitted("pixel", width, height, steps, guidance)
+        return Estimate(encode.seconds + f * f * (run.seconds - encode.seconds), full.peak_memory_bytes,
+                        full.memory_limit_bytes)
 
     def learn(self, pipeline: str, width: int, height: int, steps, guidance, measured_s: float) -> None:
         """Rescale this pipeline's later time estimates by a run's measured time against the fitted one."""
@@ -186,14 +215,14 @@ class Planner:
         return estimate if estimate is None or count == 1 else dataclasses.replace(estimate, seconds=estimate.seconds * count)
 
     @staticmethod
-    def in_a_row(pixel, source):
-        """Both runs one after the other: times add up, memory peaks at the larger of the two."""
+    def in_a_row(*estimates):
+        """Runs one after the other: times add up, memory peaks at the largest (None if any has no estimate)."""
         from ..bench.costs import Estimate
 
-        if pixel is None or source is None:
+        if not estimates or any(e is None for e in estimates):
             return None
-        return Estimate(pixel.seconds + source.seconds, max(pixel.peak_memory_bytes, source.peak_memory_bytes),
-                        pixel.memory_limit_bytes)
+        return Estimate(sum(e.seconds for e in estimates), max(e.peak_memory_bytes for e in estimates),
+                        estimates[0].memory_limit_bytes)
 
     # -- plans ----------------------------------------------------------------------------------------------
     def plan(self, request: Request, kind: str = "generate") -> Plan:
@@ -245,20 +274,23 @@ class Planner:
             width, height = int(request.width), int(request.height)
         else:
             width, height = image_size(request.preset, request.aspect_ratio, g)
+        # Compare at the HR model's native size runs it too, with the 1x pixel model's steps and guidance.
+        pipelines = ("pixel", "source", "hr") if kind == "compare" and g.is_hr_size(width, height) else ("pixel", "source")
         parts = {"width": width, "height": height, "estimates": {}, "estimate": None,
-                 "native": {pipeline: g.is_native(width, height, pipeline) for pipeline in ("pixel", "source")}}
+                 "native": {pipeline: g.is_native(width, height, pipeline) for pipeline in pipelines}}
         if rope_known:
-            parts["rope"] = {pipeline: g.rope(request.rope, width, height, pipeline) for pipeline in ("pixel", "source")}
+            parts["rope"] = {pipeline: g.rope(request.rope, width, height, pipeline) for pipeline in pipelines}
         settings = {"pixel": (request.steps, request.guidance)}
         if kind == "compare":
             settings["source"] = (request.source_steps, request.source_guidance)
+        if "hr" in pipelines:
+            settings["hr"] = (request.steps, request.guidance)
         count = request.num_images if kind == "generate" else 1
         if all(_number(value) for pair in settings.values() for value in pair) and _whole(count):
             estimates = {name: self.estimate(name, width, height, *pair) for name, pair in settings.items()}
             estimates["pixel"] = self.repeated(estimates["pixel"], int(count))
             parts["estimates"] = estimates
-            parts["estimate"] = estimates["pixel"] if kind != "compare" else self.in_a_row(estimates["pixel"],
-                                                                                         estimates["source"])
+            parts["estimate"] = estimates["pixel"] if kind != "compare" else self.in_a_row(*estimates.values())
         return parts
 
     # -- checks ---------------------------------------------------------------------------------------------
@@ -295,9 +327,9 @@ class Planner:
                 message = custom_side_problem(name, getattr(request, name), self.geometry)
                 if message:
                     found[name] = message
-        elif request.preset not in PRESETS:
+        elif request.preset not in self.geometry.presets:
             found["preset"] = (f"Unknown resolution preset {request.preset!r}; choose one of: "
-                               f"{', '.join((*PRESETS, CUSTOM))}.")
+                               f"{', '.join((*self.geometry.presets, CUSTOM))}.")
         if request.aspect_ratio not in ASPECT_RATIOS:
             found["aspect_ratio"] = (f"Unknown aspect ratio {request.aspect_ratio!r}; choose one of: "
                                      f"{', '.join(ASPECT_RATIOS)}.")
@@ -333,7 +365,7 @@ class Planner:
     def _cost_problem(self, width: int, height: int, estimates: dict, count: int = 1) -> str | None:
         """Why the run cannot go ahead on this device: memory, or the configured time limit (for all `count` images
         of a Generate run)."""
-        who = {"pixel": "the pixel model", "source": "the latent source"}
+        who = {"pixel": "the pixel model", "source": "the latent source", "hr": "the high-resolution model"}
         for name, estimate in estimates.items():
             if estimate is not None and not estimate.fits:
                 return (f"{width}×{height} needs about {format_bytes(estimate.peak_memory_bytes)} of memory for "

@@ -68,6 +68,9 @@ class GenerateResult:
 
 @dataclass
 class CompareResult:
+    """A comparison: the latent source and the pixel model, and at the HR model's native size the native HR model
+    too (`hr_image`; its entries under "hr" in the dicts, its stages' pipeline "hr")."""
+
     source_image: Image.Image
     pixel_image: Image.Image
     seed: int
@@ -84,17 +87,35 @@ class CompareResult:
     crops: dict[str, Image.Image]
     spectra: dict[str, tuple[np.ndarray, np.ndarray]]
     estimates: dict[str, object] = field(default_factory=dict)
+    hr_image: Image.Image | None = None
+    hr_shares_text_encoder: bool = False  # the HR model used the pixel model's prompt encoding
+
+    @property
+    def pipelines(self) -> tuple[str, ...]:
+        """The models compared, in the order they ran: ("source", "pixel"), then "hr" in a three-way comparison."""
+        return ("source", "pixel", "hr") if self.hr_image is not None else ("source", "pixel")
+
+    def stages_of(self, pipeline: str) -> list[StageCost]:
+        """This pipeline's stages: its own, the shared ones, and for an HR model that reused the pixel model's
+        prompt encoding, that encoding."""
+        def owns(stage):
+            if stage.pipeline in (pipeline, "shared"):
+                return True
+            return (pipeline == "hr" and self.hr_shares_text_encoder and stage.pipeline == "pixel"
+                    and stage.stage == "text encoding")
+
+        return [stage for stage in self.stages if owns(stage)]
 
     def total_seconds(self, pipeline: str) -> float:
-        return sum(stage.seconds for stage in self.stages if stage.pipeline in (pipeline, "shared"))
+        return sum(stage.seconds for stage in self.stages_of(pipeline))
 
     def peak_bytes(self, pipeline: str) -> int:
         """The highest memory peak measured during any of this pipeline's stages."""
-        return max((s.peak_bytes for s in self.stages if s.pipeline in (pipeline, "shared")), default=0)
+        return max((s.peak_bytes for s in self.stages_of(pipeline)), default=0)
 
     def working_bytes(self, pipeline: str) -> int:
         """The most memory any of this pipeline's stages added over what was in use when it began."""
-        return max((s.working_bytes for s in self.stages if s.pipeline in (pipeline, "shared")), default=0)
+        return max((s.working_bytes for s in self.stages_of(pipeline)), default=0)
 
 
 # -- numbers for people ---------------------------------------------------------------------------------------------
@@ -141,26 +162,26 @@ PRESET_HEADERS = ["preset", "size", "for this model", "Generate: time", "Generat
 # highest during the row (a total: during any of its stages); "working" what the row added over the memory in
 # use when it began (a total: the most any stage added).
 COST_HEADERS = ["pipeline", "stage", "time (s)", "ms / step", "weights (MiB)", "peak (MiB)", "working (MiB)"]
-SPECTRUM_LABELS = {"source": "latent source (VAE decoded)", "pixel": "pixel (L2P)"}
+SPECTRUM_LABELS = {"source": "latent source (VAE decoded)", "pixel": "pixel (L2P)", "hr": "HR pixel (L2P, native)"}
+# The cost table's name of each pipeline; in a three-way comparison the 1x pixel model runs zero-shot.
+TABLE_NAMES = {"source": "latent", "pixel": "pixel", "hr": "HR pixel"}
 
 
 def cost_table(result: CompareResult) -> tuple[list[str], list[list]]:
     """Headers and rows (see COST_HEADERS): per pipeline each stage, then its total."""
     rows = []
-    for pipeline in ("source", "pixel"):
-        name = "latent" if pipeline == "source" else "pixel"
-        for stage in result.stages:
-            if stage.pipeline not in (pipeline, "shared"):
-                continue
+    for pipeline in result.pipelines:
+        name = TABLE_NAMES[pipeline]
+        for stage in result.stages_of(pipeline):
             label, per_step = stage.stage, None
             if stage.stage == "denoising":
                 steps = result.steps[pipeline]
                 label = f"denoising × {steps}"
                 per_step = round(stage.seconds / steps * 1000, 1)
-            if stage.pipeline == "shared":
+            if stage.pipeline == "shared" or stage.pipeline != pipeline:
                 label += " (shared)"
             rows.append([name, label, round(stage.seconds, 3), per_step, None, mib(stage.peak_bytes), mib(stage.working_bytes)])
-        if pipeline == "pixel":
+        if pipeline != "source":
             rows.append([name, "decode: none (no VAE)", 0.0, None, None, None, None])
         rows.append([name, "total", round(result.total_seconds(pipeline), 3), None, mib(result.weights[pipeline]),
                      mib(result.peak_bytes(pipeline)), mib(result.working_bytes(pipeline))])
@@ -197,7 +218,8 @@ def _size_problem(plan) -> str | None:
 
 
 def _run_words(plan, estimate) -> str:
-    return (f"{plan.size_text} · {native_word(plan.native['pixel'])} · RoPE {plan.rope['pixel'] or 'plain'} · "
+    hr = " · Compare adds the native HR model" if plan.three_way else ""
+    return (f"{plan.size_text} · {native_word(plan.native['pixel'])} · RoPE {plan.rope['pixel'] or 'plain'}{hr} · "
             f"{format_estimate(estimate)}")
 
 
@@ -226,7 +248,7 @@ def rescale_words(time_scale: dict[str, float]) -> str:
     moved = {name: scale for name, scale in time_scale.items() if abs(scale - 1.0) > 0.05}
     if not moved:
         return ""
-    names = {"pixel": "pixel model", "source": "latent source"}
+    names = {"pixel": "pixel model", "source": "latent source", "hr": "HR model"}
     parts = ", ".join(f"{names[name]} ×{scale:.2f}" for name, scale in moved.items())
     return f" · times rescaled by the last run here ({parts})"
 
@@ -250,7 +272,7 @@ def progress_line(event: Preview | SourceDone | Waiting) -> str:
     of_images = f" of image {event.index} of {event.count}" if event.count > 1 else ""
     if event.image is not None:
         return f"Step {event.step} of {event.total}{of_images} · the current clean-image estimate"
-    who = "Latent source" if event.pipeline == "source" else "Pixel model"
+    who = {"source": "Latent source", "hr": "HR model"}.get(event.pipeline, "Pixel model")
     return f"{who}: step {event.step} of {event.total}{of_images}"
 
 
@@ -258,7 +280,7 @@ def stopped_line(progress: Preview | Waiting) -> str:
     """What the page says once a run is stopped: the last step it showed (or that it had not started)."""
     if isinstance(progress, Waiting):
         return "Stopped while waiting for its turn; it had not started."
-    who = " of the latent source" if progress.pipeline == "source" else ""
+    who = {"source": " of the latent source", "hr": " of the HR model"}.get(progress.pipeline, "")
     of_images = f" of image {progress.index} of {progress.count}" if progress.count > 1 else ""
     return f"Stopped at step {progress.step} of {progress.total}{who}{of_images}."
 
@@ -288,21 +310,42 @@ def compare_summary(demo, result: CompareResult) -> str:
     estimates = [f"{name} {format_seconds(e.seconds)}" for name, e in result.estimates.items() if e is not None]
     memory = ("CUDA memory allocated by tensors" if demo.device.type == "cuda"
               else "this process's resident memory (RSS), sampled every 5 ms; it includes the web server")
-    return "\n".join([
+    lines = [
         f"**{result.width}×{result.height}, seed {result.seed}.** Latent source ({status['source']}, RoPE "
         f"{result.rope['source'] or 'plain'}): {format_seconds(source_s)} in all. Pixel model ({status['pixel']}, RoPE "
         f"{result.rope['pixel'] or 'plain'}): {format_seconds(pixel_s)} in all, "
         f"{'%.1f× faster' % ratio if ratio >= 1 else '%.1f× slower' % (1 / ratio)} end to end.",
         f"- Estimated before the run: {', '.join(estimates) or 'no estimate'}.",
-        f"- Text encoder: {'shared, so the prompt was encoded once for both' if result.shares_text_encoder else 'one per pipeline'}.",
+        f"- Text encoder: {'shared, so the prompt was encoded once for ' + ('all three' if result.hr_shares_text_encoder else 'both') if result.shares_text_encoder else 'one per pipeline'}.",
         f"- Weights: latent source {format_bytes(result.weights['source'])} (DiT + VAE + text encoder), pixel model "
         f"{format_bytes(result.weights['pixel'])} (DiT + Detailer Head + text encoder). *Peak* and *working* measure "
         f"{memory}: *peak* is the highest during the row (a total: during any of its stages), *working* what the row "
         f"added over what was in use when it began (a total: the most any stage added).",
-        f"- Share of spectral power above 0.25 cycles/pixel: source {shares['source']:.1%}, pixel {shares['pixel']:.1%}.",
+        f"- Share of spectral power above 0.25 cycles/pixel: source {shares['source']:.1%}, pixel {shares['pixel']:.1%}"
+        + (f", HR {shares['hr']:.1%}." if "hr" in shares else "."),
         f"- Crops: pixels ({left}, {top}) to ({right}, {bottom}), the most detailed region, at 100%"
         + (f", enlarged ×{result.crop_factor} with nearest-neighbour so each pixel stays a square." if result.crop_factor > 1 else "."),
-    ])
+    ]
+    if result.hr_image is not None:
+        lines.insert(1, hr_line(result))
+    return "\n".join(lines)
+
+
+def hr_line(result: CompareResult) -> str:
+    """A three-way comparison's line about the native HR model against the other two."""
+    hr_s = result.total_seconds("hr")
+
+    def against(seconds: float) -> str:
+        ratio = seconds / hr_s if hr_s > 0 else float("inf")
+        return "%.1f× faster" % ratio if ratio >= 1 else "%.1f× slower" % (1 / ratio)
+
+    peaks = {name: format_bytes(result.peak_bytes(name)) for name in result.pipelines}
+    return (f"- HR model (native at this size, RoPE {result.rope['hr'] or 'plain'}, its own noise shift): "
+            f"{format_seconds(hr_s)} in all, {against(result.total_seconds('source'))} than the latent source and "
+            f"{against(result.total_seconds('pixel'))} than the 1x pixel model zero-shot; peak memory: latent "
+            f"{peaks['source']}, 1x pixel {peaks['pixel']}, HR {peaks['hr']}. Weights: HR model "
+            f"{format_bytes(result.weights['hr'])}; text encoder "
+            f"{'the pixel model’s, prompt encoded once' if result.hr_shares_text_encoder else 'its own'}.")
 
 
 def facts_line(demo) -> str:
@@ -311,6 +354,7 @@ def facts_line(demo) -> str:
     return (
         f"Pixel model: {facts['pixel']} · Latent source: {facts['source']} · Models: {facts['origin']} · "
         f"Text encoder: {facts['text_encoder']} · Device: {facts['device']} · Estimates: {facts['estimates']}"
+        + (f" · HR model: {facts['hr']}" if "hr" in facts else "")
     )
 
 

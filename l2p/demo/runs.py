@@ -1,6 +1,6 @@
 """The runs behind the Generate and Compare buttons, for a planned request: the pipeline calls, their progress
 (paced), stopping within a step (between DiT blocks and Detailer Head levels), and (Compare) each stage timed
-and measured.
+and measured. Compare at the HR model's native size (`Plan.three_way`) runs the native HR model third.
 
 Each run is `run(models, plan, request, emit, cancel, interval)`: it calls `emit` with progress as it goes and
 returns its result; `l2p.demo.worker.stream` runs it on a worker thread.
@@ -114,12 +114,15 @@ def _noise(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(seed)
 
 
-def _tag_pixel(image: Image.Image, models, plan, request, seed: int) -> Image.Image:
-    """A pixel-model image with the settings that make it again (`l2p.demo.metadata`)."""
-    rope = plan.rope["pixel"]
+def _tag_pixel(image: Image.Image, models, plan, request, seed: int, pipeline: str = "pixel") -> Image.Image:
+    """A pixel-model image (the 1x model's, or with `pipeline` "hr" the HR model's, run at its own scheduler's
+    shift) with the settings that make it again (`l2p.demo.metadata`)."""
+    rope = plan.rope[pipeline]
+    hr = pipeline == "hr"
     return tag(image, prompt=request.prompt, negative_prompt=request.negative_prompt, steps=request.steps,
-               guidance=request.guidance, seed=seed, width=plan.width, height=plan.height, model=models.pixel_name,
-               rope=rope, shift=_or_scheduler(request.shift, models.pixel),
+               guidance=request.guidance, seed=seed, width=plan.width, height=plan.height,
+               model=models.hr_name if hr else models.pixel_name, rope=rope,
+               shift=_or_scheduler(None, models.hr) if hr else _or_scheduler(request.shift, models.pixel),
                dype=(request.dype_lambda_s, request.dype_lambda_t) if rope == "dype" else None)
 
 
@@ -150,8 +153,11 @@ def generate_run(models, plan, request, emit: Callable, cancel: threading.Event,
 
 
 def compare_run(models, plan, request, emit: Callable, cancel: threading.Event, interval: float) -> CompareResult:
-    """The latent source, then the pixel model, on the same prompt and seed, each stage timed and measured."""
+    """The latent source, then the pixel model, on the same prompt and seed, each stage timed and measured; at the
+    HR model's native size (`plan.three_way`) the native HR model third, with the pixel model's steps and guidance
+    and its own scheduler's shift (the one it was tuned at; the request's shift is the 1x model's)."""
     source, pixel, device = models.source, models.pixel, models.device
+    hr = models.hr if plan.three_way else None
     width, height = plan.width, plan.height
     stages = []
 
@@ -168,6 +174,9 @@ def compare_run(models, plan, request, emit: Callable, cancel: threading.Event, 
     else:
         source_embeds = encode(source, "source", source_cfg)
         pixel_embeds = encode(pixel, "pixel", pixel_cfg)
+    if hr is not None:
+        # Its own text encoder, or the pixel pipeline's (then the pixel model's embeddings, encoded once).
+        hr_embeds = pixel_embeds if models.hr_shares_text_encoder else encode(hr, "hr", pixel_cfg)
 
     # The latent source: denoise to latents, then the VAE decode, timed apart.
     with measure("source", "denoising", device) as cost, stop_points(source.transformer, cancel):
@@ -204,19 +213,38 @@ def compare_run(models, plan, request, emit: Callable, cancel: threading.Event, 
     if cancel.is_set():
         raise Cancelled()
 
+    hr_image = None
+    if hr is not None:
+        with measure("hr", "denoising", device) as cost, stop_points(hr.transformer, cancel):
+            hr_image = hr(
+                request.prompt, prompt_embeds=hr_embeds[0], negative_prompt_embeds=hr_embeds[1] or None,
+                height=height, width=width, num_inference_steps=request.steps, guidance_scale=request.guidance,
+                generator=_noise(request.seed), rope_scaling=request.rope_setting(plan.rope["hr"]),
+                callback_on_step_end=step_callback("hr", request.steps, interval, emit, cancel),
+            ).images[0]
+        stages.append(cost)
+        if cancel.is_set():
+            raise Cancelled()
+        _tag_pixel(hr_image, models, plan, request, request.seed, "hr")
+
     tag(source_image, prompt=request.prompt, negative_prompt=request.negative_prompt, steps=request.source_steps,
         guidance=zimage_guidance(request.source_guidance), seed=request.seed, width=width, height=height, model=models.source_name,
         rope=plan.rope["source"])
     _tag_pixel(pixel_image, models, plan, request, request.seed)
     images = {"source": source_image, "pixel": pixel_image}
-    box, factor, crops = matching_crops([source_image, pixel_image], size=min(CROP_SIDE, width // 2, height // 2))
+    weights = {"source": weight_bytes(source.text_encoder, source.transformer, source.vae),
+               "pixel": weight_bytes(pixel.text_encoder, pixel.transformer)}
+    steps = {"source": request.source_steps, "pixel": request.steps}
+    if hr is not None:
+        images["hr"] = hr_image
+        weights["hr"] = weight_bytes(hr.text_encoder, hr.transformer)
+        steps["hr"] = request.steps
+    box, factor, crops = matching_crops(list(images.values()), size=min(CROP_SIDE, width // 2, height // 2))
     return CompareResult(
-        source_image, pixel_image, request.seed, width, height, stages,
-        weights={"source": weight_bytes(source.text_encoder, source.transformer, source.vae),
-                 "pixel": weight_bytes(pixel.text_encoder, pixel.transformer)},
-        shares_text_encoder=models.shares_text_encoder,
-        steps={"source": request.source_steps, "pixel": request.steps},
+        source_image, pixel_image, request.seed, width, height, stages, weights=weights,
+        shares_text_encoder=models.shares_text_encoder, steps=steps,
         rope=dict(plan.rope), native=dict(plan.native), crop_box=box, crop_factor=factor,
         crops=dict(zip(images, crops)), spectra={name: radial_power_spectrum(image) for name, image in images.items()},
-        estimates={name: plan.estimates[name] for name in ("source", "pixel")},
+        estimates={name: plan.estimates[name] for name in images},
+        hr_image=hr_image, hr_shares_text_encoder=models.hr_shares_text_encoder if hr is not None else False,
     )

@@ -19,7 +19,7 @@ from .config import DemoConfig, run_time_limit
 from .errors import DemoError
 from .loading import LoadedModels, load_cost_model, load_models
 from .plan import Plan, Planner, Request
-from .presets import ASPECT_RATIOS, CUSTOM, NATIVE, PRESETS, Geometry, image_size, preset_label
+from .presets import ASPECT_RATIOS, CUSTOM, HR, NATIVE, Geometry, image_size, preset_label
 from .results import CompareResult, GenerateResult, Preview, SourceDone, Waiting
 from .runs import PREVIEW_INTERVAL_S, compare_run, generate_run
 from .worker import explain_failure, stream
@@ -58,7 +58,7 @@ class Demo:
         self.models = models
         self.config = config
         self.costs_note = costs_note
-        self.geometry = Geometry.of(models.source, models.pixel)
+        self.geometry = Geometry.of(models.source, models.pixel, models.hr)
         self.tokenizer = models.source.tokenizer
         self.toy = len(self.tokenizer) < TOY_VOCABULARY_MAX
         self.planner = Planner(self.geometry, self.tokenizer, costs,
@@ -138,7 +138,7 @@ class Demo:
         return results.vocabulary_line(unknown, known)
 
     def preset_choices(self) -> list[tuple[str, str]]:
-        return [(preset_label(preset, self.geometry), preset) for preset in (*PRESETS, CUSTOM)]
+        return [(preset_label(preset, self.geometry), preset) for preset in (*self.geometry.presets, CUSTOM)]
 
     def size(self, preset: str, aspect_ratio: str) -> tuple[int, int]:
         return image_size(preset, aspect_ratio, self.geometry)
@@ -160,6 +160,8 @@ class Demo:
             "device": f"{device_label(models.device)}, {str(models.dtype).removeprefix('torch.')}",
             "estimates": self.costs_note,
             "notice": models.notice or "",
+            **({"hr": f"{models.hr_name} (patch {g.hr_patch_size}, trained grid {g.hr_trained_grid} → native "
+                      f"{g.hr_side} px; Compare at that size runs it as a third model)"} if models.hr is not None else {}),
         }
 
     # -- plans, estimates and checks ------------------------------------------------------------------------
@@ -186,19 +188,24 @@ class Demo:
         return self.planner.estimate(pipeline, width, height, steps, guidance)
 
     def compare_estimate(self, width, height, steps, guidance, source_steps, source_guidance):
-        """Both runs in a row: times add up, memory peaks at the larger of the two."""
-        return self.planner.in_a_row(self.estimate("pixel", width, height, steps, guidance),
-                                     self.estimate("source", width, height, source_steps, source_guidance))
+        """All of Compare's runs in a row (the HR model's too at its native size): times add up, memory peaks at
+        the largest."""
+        runs = [self.estimate("pixel", width, height, steps, guidance),
+                self.estimate("source", width, height, source_steps, source_guidance)]
+        if self.geometry.is_hr_size(width, height):
+            runs.append(self.estimate("hr", width, height, steps, guidance))
+        return self.planner.in_a_row(*runs)
 
     def preset_rows(self, aspect_ratio: str, steps, guidance, source_steps=None, source_guidance=None) -> list[list]:
         """One row per preset: name, size, native or zero-shot, and what Generate and Compare would cost."""
         if aspect_ratio not in ASPECT_RATIOS:
             aspect_ratio = "1:1"
         rows = []
-        for preset in PRESETS:
+        for preset in self.geometry.presets:
             plan = self.plan(Request("", preset=preset, aspect_ratio=aspect_ratio, steps=steps, guidance=guidance,
                                      source_steps=source_steps, source_guidance=source_guidance), "compare")
-            row = ["Native" if preset == NATIVE else preset, plan.size_text, results.native_word(plan.native["pixel"])]
+            status = results.native_word(plan.native["pixel"]) + (" (HR model: native)" if plan.three_way else "")
+            row = [{NATIVE: "Native", HR: "HR"}.get(preset, preset), plan.size_text, status]
             for estimate in (plan.estimates.get("pixel"), plan.estimate):
                 if estimate is None:
                     row += ["?", "?"]
@@ -232,7 +239,7 @@ class Demo:
     def compare(self, request: Request, cancel: threading.Event | None = None
                 ) -> Iterator[Waiting | Preview | SourceDone | CompareResult]:
         """The latent source, then the pixel model, on the same prompt and seed, each stage timed and measured
-        (in its turn, as `generate`)."""
+        (in its turn, as `generate`); at the HR model's native size the native HR model third."""
         return self.queued(request, "compare", functools.partial(self.run, kind="compare", cancel=cancel), cancel)
 
     def admit(self, request: Request, kind: str = "generate") -> None:
@@ -276,6 +283,8 @@ class Demo:
             return
         self.planner.learn("pixel", *size, request.steps, request.guidance, result.total_seconds("pixel"))
         self.planner.learn("source", *size, request.source_steps, request.source_guidance, result.total_seconds("source"))
+        if result.hr_image is not None:
+            self.planner.learn("hr", *size, request.steps, request.guidance, result.total_seconds("hr"))
 
     # -- what a comparison shows ------------------------------------------------------------------------------
     cost_table = staticmethod(results.cost_table)
