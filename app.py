@@ -47,13 +47,16 @@ logging.getLogger("l2p").setLevel(logging.INFO)
 CONFIG = DemoConfig.load()
 DEMO = Demo.start(CONFIG)
 DEFAULTS = DEMO.defaults
+# A native high-resolution model is served (L2P_HR_MODEL, or the embedded one): Compare at its size shows three.
+HAS_HR = DEMO.models.hr is not None
 
 HEADER = (
     "# L2P: latent to pixel\n"
     "A pretrained latent diffusion transformer (Z-Image) turned into a pixel-space generator: no VAE, RGB "
     "patches straight into the DiT, and a small U-Net *Detailer Head* that paints the pixels. "
     "**Generate** draws with the pixel model, up to 4K and 8K zero-shot; **Compare** runs the latent source "
-    "on the same prompt and seed and shows what each stage costs."
+    "on the same prompt and seed and shows what each stage costs"
+    + ("; at the HR size it adds the native high-resolution model." if HAS_HR else ".")
 )
 CSS = """
 .l2p-notice { border-left: 4px solid #d97706; padding: 0.25em 0.75em; background: rgba(217, 119, 6, 0.08); }
@@ -136,7 +139,9 @@ def generate(
     Args:
         prompt: what to draw.
         negative_prompt: what to steer away from (used when guidance > 1).
-        preset: long side: "native" (the model's own size), "1K", "2K", "4K" or "8K"; or "custom" for width x height.
+        preset: long side: "native" (the model's own size), "1K", "2K", "4K" or "8K"; "hr" (the native size of the
+            high-resolution model, where one is served: Generate draws it with the 1x model zero-shot); or "custom"
+            for width x height.
         aspect_ratio: "1:1", "4:3", "3:4", "16:9" or "9:16".
         steps: denoising steps, 1 to 100.
         guidance: classifier-free guidance scale, 0 to 10 (off at 1 or below).
@@ -200,22 +205,28 @@ def compare(
         source_steps: denoising steps of the latent source.
         source_guidance: guidance of the latent source, on the same neg + s (pos - neg) scale.
 
+    At the native size of the high-resolution model, where one is served (preset "hr"), the native HR model runs
+    third, with the pixel model's steps and guidance and its own noise shift.
+
     Returns:
         Both images (PNG) for a slider, each alone, the per-stage cost table, 100% crops of the same region,
-        both images' radially averaged power spectra, the seed used, and a summary.
+        the images' radially averaged power spectra, the seed used, and a summary; where an HR model is served,
+        also its image and crop (None at sizes other than its native one).
     """
     request = Request.of(COMPARE_FIELDS, (prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed,
                                           randomize_seed, rope, shift, dype_lambda_s, dype_lambda_t, width, height,
                                           source_steps, source_guidance))
     skip = gr.skip()
+    hr = (skip, skip) if HAS_HR else ()  # the HR model's image and crop
     try:
         for event in DEMO.queued(request, "compare", compare_on_device):
             if isinstance(event, Waiting):
-                yield skip, skip, skip, skip, skip, skip, skip, skip, results.progress_line(event), event
+                yield skip, skip, skip, skip, skip, skip, skip, skip, results.progress_line(event), *hr, event
             elif isinstance(event, Preview):
-                yield skip, skip, skip, skip, skip, skip, skip, skip, results.progress_line(event), dataclasses.replace(event, image=None)
+                yield (skip, skip, skip, skip, skip, skip, skip, skip, results.progress_line(event), *hr,
+                       dataclasses.replace(event, image=None))
             elif isinstance(event, SourceDone):
-                yield skip, event.image, skip, skip, skip, skip, skip, event.seed, results.progress_line(event), skip
+                yield skip, event.image, skip, skip, skip, skip, skip, event.seed, results.progress_line(event), *hr, skip
             else:
                 yield *_compare_outputs(event), None
     except DemoError as error:
@@ -235,6 +246,7 @@ def _compare_outputs(result):
         pd.DataFrame(Demo.spectrum_rows(result)),
         result.seed,
         results.compare_summary(DEMO, result),
+        *((result.hr_image, result.crops.get("hr")) if HAS_HR else ()),
     )
 
 
@@ -247,9 +259,9 @@ def stopped(progress):
     """After Stop: where the run stopped, in both tabs' messages, and no stale preview, image or seed (nothing
     changes when no run was going)."""
     if progress is None:
-        return (gr.skip(),) * 9
+        return (gr.skip(),) * len(stop_outputs)
     line = results.stopped_line(progress)
-    return None, None, line, None, None, None, None, line, None
+    return None, None, line, None, None, None, None, line, *((None,) if HAS_HR else ()), None
 
 
 def preset_table(aspect_ratio, steps, guidance, source_steps, source_guidance):
@@ -346,13 +358,20 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
                     with gr.Row():
                         source_image = gr.Image(label="Latent source (VAE decoded)", format="png", type="pil",
                                                 interactive=False, buttons=["download"])
-                        pixel_image = gr.Image(label="Pixel model (L2P)", format="png", type="pil",
-                                               interactive=False, buttons=["download"])
+                        pixel_image = gr.Image(label="Pixel model (L2P)" + (", zero-shot at the HR size" if HAS_HR else ""),
+                                               format="png", type="pil", interactive=False, buttons=["download"])
+                        if HAS_HR:
+                            hr_image = gr.Image(label=f"HR pixel model, native (at {DEMO.geometry.hr_side} px only)",
+                                                format="png", type="pil", interactive=False, buttons=["download"],
+                                                elem_id="hr-image")
                     with gr.Row():
                         source_crop = gr.Image(label="Latent source, crop at 100%", format="png", type="pil",
                                                interactive=False)
                         pixel_crop = gr.Image(label="Pixel model, crop at 100%", format="png", type="pil",
                                               interactive=False)
+                        if HAS_HR:
+                            hr_crop = gr.Image(label="HR pixel model, crop at 100%", format="png", type="pil",
+                                               interactive=False)
                     spectrum = gr.LinePlot(x="cycles per pixel", y="power (dB)", color="image", elem_id="spectrum",
                                            label="Power spectrum")
                     gr.Markdown("Radially averaged power spectra of both images: the power at each spatial frequency, "
@@ -387,14 +406,16 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
     history_gallery.select(reuse, visit, [*generate_inputs, history_note], queue=False, api_visibility="private",
                            show_progress="hidden")
     generate_button.click(lambda: gr.Tabs(selected="generate"), None, tabs, queue=False, api_visibility="private")
+    hr_outputs = [hr_image, hr_crop] if HAS_HR else []  # after the summary, so the API's first outputs stay as they were
     compare_event = compare_button.click(
         compare, compare_inputs,
         [slider, source_image, pixel_image, costs, source_crop, pixel_crop, spectrum, compare_seed, compare_summary,
-         progress],
+         *hr_outputs, progress],
         api_name="compare", validator=check_compare, concurrency_id="device", concurrency_limit=started_at_once,
     )
     compare_button.click(lambda: gr.Tabs(selected="compare"), None, tabs, queue=False, api_visibility="private")
-    stop_outputs = [images, seed_used, details, slider, source_image, pixel_image, compare_seed, compare_summary, progress]
+    stop_outputs = [images, seed_used, details, slider, source_image, pixel_image, compare_seed, compare_summary,
+                    *hr_outputs[:1], progress]
     stop_button.click(stopped, progress, stop_outputs, cancels=[generate_event, compare_event], queue=False,
                       api_visibility="private")
 

@@ -10,7 +10,7 @@ from gradio_client import Client
 from gradio_client.exceptions import ValidationError
 from PIL import Image
 
-from browser.server import APP, app_environment, free_port, save_tiny_models, serve_app
+from browser.server import APP, app_environment, free_port, save_tiny_hr_models, save_tiny_models, serve_app
 
 STEPS = 2
 
@@ -178,3 +178,23 @@ def test_without_models_the_app_exits_naming_the_build_command(tmp_path):
                           timeout=180)
     assert done.returncode != 0
     assert "python -m training.toy_assets" in done.stderr and "tiny-l2p" in done.stderr
+
+
+def test_with_an_hr_model_compare_at_its_size_returns_three_images(tmp_path):
+    """The app on a 128-px pair with its 512-px HR variant beside it (as the embedded assets are laid out): the HR
+    preset is offered, and Compare there returns the HR model's image and crop after the usual outputs."""
+    assets = save_tiny_hr_models(tmp_path / "assets")
+    with serve_app(tmp_path, L2P_ASSETS=str(assets), L2P_STEPS=str(STEPS), L2P_SOURCE_STEPS=str(STEPS)) as url:
+        assert "the HR model's native size (Compare: 3 models)" in httpx.get(f"{url}/config", timeout=10).text
+        client = Client(url, verbose=False)
+        outputs = client.predict(prompt="a red circle", preset="hr", seed=2, randomize_seed=False, api_name="/compare")
+        pair, source, pixel, costs, source_crop, pixel_crop, spectrum, seed, summary, hr, hr_crop = outputs
+        assert png(source).size == png(pixel).size == png(hr).size == (512, 512) and seed == 2
+        assert png(hr).text["model"].endswith("tiny-l2p-hr") and png(hr_crop).size == png(pixel_crop).size
+        totals = {row[0]: row for row in costs["data"] if row[1] == "total"}
+        assert list(totals) == ["latent", "pixel", "HR pixel"] and all(row[2] > 0 and row[5] > 0 for row in totals.values())
+        assert "- HR model (native at this size" in summary
+        *_, hr, hr_crop = client.predict(prompt="a red circle", steps=1, source_steps=1, api_name="/compare")
+        assert hr is None and hr_crop is None  # at other sizes Compare is the two-way one
+        images, *_ = client.predict(prompt="a red circle", preset="hr", steps=1, api_name="/generate")
+        assert png(first(images)).size == (512, 512)  # Generate draws the HR size with the 1x model zero-shot

@@ -113,3 +113,11 @@ def test_a_text_encoder_that_does_not_match_is_named(work, checkpoint_folder):
                            L2P_TEXT_ENCODER=str(other))
     assert code == SERVED_WITH_NOTICE and facts["origin"] == "embedded"
     assert f"L2P_TEXT_ENCODER={other}" in facts["notice"] and "48-wide features" in facts["notice"] and "reads 32" in facts["notice"]
+
+
+def test_a_bad_hr_model_is_one_line_naming_the_setting_and_the_pair_is_served(work):
+    missing = work / "no-such-hr-model"
+    code, facts, stderr = check(work, L2P_HR_MODEL=str(missing))
+    assert code == SERVED_WITH_NOTICE and facts["origin"] == "embedded" and "Traceback" not in stderr
+    assert facts["notice"].startswith(f"The high-resolution model could not be loaded (L2P_HR_MODEL={missing}: ")
+    assert "hr" not in facts  # served without one

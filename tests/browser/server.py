@@ -36,6 +36,32 @@ def save_tiny_models(folder: Path) -> Path:
     return folder
 
 
+# A pair at the embedded models' own 128 px (trained grid 8) with a native HR variant grown from the pixel model at
+# 4x its side (512 px, patch 64), as assets/tiny-l2p-hr is: small enough for a three-way Compare in seconds.
+HR_SAMPLING = {"tiny-source": SamplingSettings(128, 128, 20, 1.0), "tiny-l2p": SamplingSettings(128, 128, 20, 2.0),
+               "tiny-l2p-hr": SamplingSettings(512, 512, 20, 2.0)}
+
+
+def save_tiny_hr_models(folder: Path) -> Path:
+    """`folder/tiny-source`, `folder/tiny-l2p` (128 px native) and `folder/tiny-l2p-hr` (grown from it by
+    `l2p.high_resolution.grow_for_high_resolution` at 4x the side, so 512 px native), one text encoder for all."""
+    import tiny
+    from l2p import L2PPipeline
+    from l2p.high_resolution import grow_for_high_resolution
+
+    if not (folder / "tiny-l2p-hr" / "model_index.json").is_file():
+        tiny.source_pipeline().save_pretrained(folder / "tiny-source")
+        pixel = L2PPipeline(L2PPipeline.default_scheduler(), tiny.text_encoder(), tiny.tokenizer(),
+                            tiny.pixel_transformer(trained_grid=8))
+        pixel.save_pretrained(folder / "tiny-l2p")
+        hr = L2PPipeline(L2PPipeline.default_scheduler(), pixel.text_encoder, pixel.tokenizer,
+                         grow_for_high_resolution(pixel.transformer, 4).eval())
+        hr.save_pretrained(folder / "tiny-l2p-hr")
+        for name, settings in HR_SAMPLING.items():
+            write_sampling(folder / name, settings)
+    return folder
+
+
 def app_environment(work_dir: Path, port: int, **settings: str) -> dict[str, str]:
     """The environment for app.py: offline, quiet, on `port`, one thread unless L2P_TEST_THREADS says more."""
     threads = os.environ.get("L2P_TEST_THREADS", "1")
