@@ -185,20 +185,22 @@ class Planner:
         model: the benchmark's "pixel_hr" follows the release's patch rule, not necessarily this model's).
 
         With f = HR patch / 1x patch, the HR model at width x height runs the DiT on the token grid the 1x model
-        has at width/f x height/f, and its Detailer Head over f² times those pixels. So its time is the 1x model's
-        text encoding plus f² times the 1x model's denoising at width/f x height/f (as if every stage grew with
-        the pixels: right for the head, generous for the DiT, and without the attention growth of running the 1x
-        model zero-shot at the full size), and its peak memory the 1x model's at the full size (the same
-        full-resolution activations through a head no wider there, and f² fewer tokens). Both err high, so the
-        time limit never lets a three-way Compare through that the models would not finish."""
+        has at width/f x height/f, and its Detailer Head over f² times those pixels, through a head no wider at
+        full resolution than the 1x model's. Two upper bounds of its time follow, and the smaller is taken: the 1x
+        model's text encoding plus f² times its denoising at width/f x height/f (as if every stage grew with the
+        pixels: right for the head, generous for the DiT and its per-step overhead, and without the attention
+        growth of a zero-shot run), and the 1x model's own run at the full size (f² as many tokens through the
+        same DiT). Its peak memory is the 1x model's at the full size (the same full-resolution activations, f²
+        fewer tokens). All err high, so the time limit never lets a three-way Compare through that it should
+        refuse."""
         from ..bench.costs import Estimate
 
         f = self.geometry.hr_patch_size / self.geometry.patch_size
         small = (max(1, round(width / f)), max(1, round(height / f)))
         run, encode = (self._fitted("pixel", *small, count, guidance) for count in (steps, 0))
         full = self._fitted("pixel", width, height, steps, guidance)
-        return Estimate(encode.seconds + f * f * (run.seconds - encode.seconds), full.peak_memory_bytes,
-                        full.memory_limit_bytes)
+        scaled = encode.seconds + f * f * (run.seconds - encode.seconds)
+        return Estimate(min(scaled, full.seconds), full.peak_memory_bytes, full.memory_limit_bytes)
 
     def learn(self, pipeline: str, width: int, height: int, steps, guidance, measured_s: float) -> None:
         """Rescale this pipeline's later time estimates by a run's measured time against the fitted one."""
