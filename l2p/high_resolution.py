@@ -41,12 +41,9 @@ def grow_for_high_resolution(model: L2PTransformer2DModel, factor: int, detailer
 
     `detailer_channels`: the HR head's widths; they must end with the 1x head's and add one level per doubling
     (default: `high_resolution_channels`)."""
-    extra = _doublings(factor)
     base = model.config
-    channels = list(detailer_channels) if detailer_channels is not None else high_resolution_channels(base.detailer_channels, factor)
-    inner = list(base.detailer_channels)
-    if len(channels) != len(inner) + extra or channels[extra:] != inner:
-        raise ValueError(f"detailer_channels {channels} must be {extra} outer level(s) followed by the 1x head's {inner}")
+    channels = growth_channels(base.detailer_channels, factor, detailer_channels)
+    extra = _doublings(factor)
     config = {key: value for key, value in base.items() if not key.startswith("_")}
     config.update(patch_size=base.patch_size * factor, detailer_channels=channels)
     reference = next(model.parameters())
@@ -70,6 +67,17 @@ def grow_for_high_resolution(model: L2PTransformer2DModel, factor: int, detailer
              for key, tensor in layer.items()}
     grown.load_state_dict(state, strict=False)
     return grown
+
+
+def growth_channels(base_channels, factor: int, detailer_channels=None) -> list[int]:
+    """The HR head's widths for growing a head of `base_channels` by `factor`: `detailer_channels`, checked to be
+    one outer level per doubling followed by the 1x head's, or `high_resolution_channels` when None."""
+    if detailer_channels is None:
+        return high_resolution_channels(base_channels, factor)
+    extra, channels, inner = _doublings(factor), list(detailer_channels), list(base_channels)
+    if len(channels) != len(inner) + extra or channels[extra:] != inner:
+        raise ValueError(f"detailer_channels {channels} must be {extra} outer level(s) followed by the 1x head's {inner}")
+    return channels
 
 
 def _doublings(factor: int) -> int:

@@ -35,7 +35,7 @@ from safetensors.torch import load_file
 
 from l2p import L2PPipeline, L2PTransformer2DModel, freeze_for_transfer
 from l2p.device import cpu_has_bf16_units
-from l2p.high_resolution import grow_for_high_resolution
+from l2p.high_resolution import grow_for_high_resolution, growth_channels
 from l2p.latents import standardise_latents
 from l2p.toyworld import layout_prompt
 from l2p.transfer import POLICIES
@@ -221,12 +221,12 @@ def validate_growth(m: ModelConfig) -> None:
         raise ConfigError(f"model.base: {m.base} is not an L2PPipeline folder (no transformer/config.json)")
     base = json.loads(config_file.read_text())
     factor, remainder = divmod(m.patch_size, base["patch_size"])
-    if remainder or factor < 2 or factor & (factor - 1):
+    if remainder:
         raise ConfigError(f"model.patch_size={m.patch_size} must be a power-of-two multiple (>= 2x) of the base's {base['patch_size']}")
-    extra = int(math.log2(factor))
-    if len(m.detailer_channels) != len(base["detailer_channels"]) + extra or m.detailer_channels[extra:] != base["detailer_channels"]:
-        raise ConfigError(f"model.detailer_channels={m.detailer_channels} must be {extra} outer level(s) followed by the "
-                          f"base head's {base['detailer_channels']}")
+    try:
+        growth_channels(base["detailer_channels"], factor, m.detailer_channels)
+    except ValueError as error:
+        raise ConfigError(f"model.patch_size / model.detailer_channels against the base's patch {base['patch_size']}: {error}") from None
 
 
 def initial_pixel_model(m: ModelConfig, source_transformer) -> L2PTransformer2DModel:

@@ -169,6 +169,11 @@ def resolve_rope(choice: str, width: int, height: int, patch_size: int, trained_
     return None if choice == "none" else choice
 
 
+def preset_name(preset: str) -> str:
+    """How tables name a preset: "Native", "HR", "1K", ..."""
+    return {NATIVE: "Native", HR: "HR"}.get(preset, preset)
+
+
 def preset_label(preset: str, geometry: Geometry) -> str:
     """E.g. "4K · 4096 px · zero-shot" (long side; native or zero-shot for the loaded model); a preset at the HR
     model's native side says so: "HR · 512 px · zero-shot for the 1x model · the HR model's native size (Compare: 3
@@ -177,7 +182,7 @@ def preset_label(preset: str, geometry: Geometry) -> str:
         return f"Custom · width × height below (multiples of {geometry.multiple})"
     side = long_side(preset, geometry)
     status = "native" if side <= geometry.native_side else "zero-shot"
-    name = {NATIVE: "Native", HR: "HR"}.get(preset, preset)
+    name = preset_name(preset)
     if side == geometry.hr_side:
         status += " for the 1x model · the HR model's native size (Compare: 3 models)"
     return f"{name} · {side} px · {status}"

@@ -19,7 +19,7 @@ from .config import DemoConfig, run_time_limit
 from .errors import DemoError
 from .loading import LoadedModels, load_cost_model, load_models
 from .plan import Plan, Planner, Request
-from .presets import ASPECT_RATIOS, CUSTOM, HR, NATIVE, Geometry, image_size, preset_label
+from .presets import ASPECT_RATIOS, CUSTOM, Geometry, image_size, preset_label, preset_name
 from .results import CompareResult, GenerateResult, Preview, SourceDone, Waiting
 from .runs import PREVIEW_INTERVAL_S, compare_run, generate_run
 from .worker import explain_failure, stream
@@ -187,15 +187,6 @@ class Demo:
         """An `l2p.bench.costs.Estimate`, or None without a cost model. `pipeline` is "pixel" or "source"."""
         return self.planner.estimate(pipeline, width, height, steps, guidance)
 
-    def compare_estimate(self, width, height, steps, guidance, source_steps, source_guidance):
-        """All of Compare's runs in a row (the HR model's too at its native size): times add up, memory peaks at
-        the largest."""
-        runs = [self.estimate("pixel", width, height, steps, guidance),
-                self.estimate("source", width, height, source_steps, source_guidance)]
-        if self.geometry.is_hr_size(width, height):
-            runs.append(self.estimate("hr", width, height, steps, guidance))
-        return self.planner.in_a_row(*runs)
-
     def preset_rows(self, aspect_ratio: str, steps, guidance, source_steps=None, source_guidance=None) -> list[list]:
         """One row per preset: name, size, native or zero-shot, and what Generate and Compare would cost."""
         if aspect_ratio not in ASPECT_RATIOS:
@@ -205,7 +196,7 @@ class Demo:
             plan = self.plan(Request("", preset=preset, aspect_ratio=aspect_ratio, steps=steps, guidance=guidance,
                                      source_steps=source_steps, source_guidance=source_guidance), "compare")
             status = results.native_word(plan.native["pixel"]) + (" (HR model: native)" if plan.three_way else "")
-            row = [{NATIVE: "Native", HR: "HR"}.get(preset, preset), plan.size_text, status]
+            row = [preset_name(preset), plan.size_text, status]
             for estimate in (plan.estimates.get("pixel"), plan.estimate):
                 if estimate is None:
                     row += ["?", "?"]
