@@ -70,6 +70,27 @@ def test_tiny_cli_writes_json_markdown_and_plot(tiny_folders, tmp_path, capsys):
     assert model.estimate("pixel", 256, 256, 8, cfg=True).seconds > 0
 
 
+def test_a_trained_hr_folder_is_measured_at_its_own_native_size_and_patch(tmp_path, capsys):
+    from browser.server import save_tiny_hr_models
+
+    assets = save_tiny_hr_models(tmp_path / "assets")
+    common = ["--scale", "tiny", "--source", str(assets / "tiny-source"), "--pixel", str(assets / "tiny-l2p"),
+              "--steps", "1", "--generation-steps", "1", "--threads", "1", "--in-process"]
+    # No --hr-min-side/--hr-patch: the rule comes from the folder (512 px native, patch 64 = 4x the 1x model's 16).
+    result = bench.main([*common, "--pixel-hr", str(assets / "tiny-l2p-hr"), "--sizes", "512", "--out", str(tmp_path / "out")])
+    records = result["records"]
+    assert [(r["pipeline"], r["width"]) for r in records] == [("source", 512), ("pixel", 512), ("pixel_hr", 512)]
+    _check_records(records, "tiny")
+    hr = records[2]
+    assert hr["patch_size"] == 64 and hr["tokens"] == 8 * 8 and hr["tokens"] * 16 == records[1]["tokens"]
+    assert result["meta"]["models"]["pixel_hr"] == str((assets / "tiny-l2p-hr").resolve())
+    # A rule that contradicts the folder's own size and patch is refused before anything runs.
+    with pytest.raises(SystemExit):
+        bench.main([*common, "--pixel-hr", str(assets / "tiny-l2p-hr"), "--sizes", "512", "--hr-patch", "32",
+                    "--out", str(tmp_path / "refused")])
+    assert "--pixel-hr" in capsys.readouterr().err and not (tmp_path / "refused").exists()
+
+
 def test_full_scale_path_at_tiny_dims_on_cpu():
     spec = {"scale": "full", "overrides": TINY_OVERRIDES, "hr_rule": HR_RULE}
     result = bench.run_benchmark(

@@ -1,7 +1,8 @@
 """What the benchmark measures: the pipelines ("pixel", "pixel_hr", "source"), the sizes, and the models behind them.
 
 A case is one pipeline at one size. `spec` says where the models come from: {"scale": "tiny", "source": folder,
-"pixel": folder} (pipeline folders, e.g. the embedded tiny models) or {"scale": "full", "overrides": {"dit",
+"pixel": folder, optionally "pixel_hr": folder} (pipeline folders, e.g. the embedded tiny models; without
+"pixel_hr" the HR case grows its head from the pixel model's, untrained outer levels, which costs the same) or {"scale": "full", "overrides": {"dit",
 "pixel", "vae", "text_encoder": config overrides}} (the released sizes with random weights: speed and memory do
 not depend on weight values). Both take {"hr_rule": {"min_side", "base_patch"}} to move the high-resolution
 patch rule (tests use it at tiny sizes).
@@ -50,6 +51,17 @@ def hr_detailer_channels(channels, patch_size: int, hr_patch: int) -> list[int]:
     from ..high_resolution import high_resolution_channels
 
     return high_resolution_channels(channels, hr_patch // patch_size)
+
+
+def tiny_hr_rule(hr_folder) -> tuple[int, int]:
+    """(min_side, base_patch) that put a trained HR pipeline folder's own native size on its own patch."""
+    from ..transformer_l2p import L2PTransformer2DModel
+
+    transformer = Path(hr_folder) / "transformer"
+    if not (transformer / "config.json").is_file():
+        raise SystemExit(f"--pixel-hr {hr_folder}: no transformer/config.json (an L2PPipeline folder is expected)")
+    config = L2PTransformer2DModel.load_config(transformer)
+    return native_side(config["patch_size"], config["trained_grid"]), config["patch_size"]
 
 
 def spec_hr_rule(spec: dict) -> tuple[int, int]:
@@ -192,6 +204,14 @@ def build_pipeline(spec: dict, pipeline: str, width: int, height: int, device, d
         source_path, pixel_path = tiny_spec_paths(spec)
         if pipeline == "source":
             pipe = ZImagePipeline.from_pretrained(source_path, dtype=dtype)
+        elif pipeline == "pixel_hr" and spec.get("pixel_hr"):
+            pipe = L2PPipeline.from_pretrained(spec["pixel_hr"], dtype=dtype)
+            hr_patch = spec_hr_patch(spec, width, height)
+            if pipe.transformer.config.patch_size != hr_patch:
+                raise SystemExit(
+                    f"--pixel-hr {spec['pixel_hr']} has patch {pipe.transformer.config.patch_size}, but the HR rule "
+                    f"asks for patch {hr_patch} at {width}x{height}: set --hr-min-side/--hr-patch to its size"
+                )
         else:
             pipe = L2PPipeline.from_pretrained(pixel_path, dtype=dtype)
             if pipeline == "pixel_hr":
@@ -252,7 +272,9 @@ def native_size(spec: dict) -> int:
 
 def describe_spec(spec: dict) -> dict:
     if spec["scale"] == "tiny":
-        return {"source": str(spec["source"]), "pixel": str(spec["pixel"])}
+        described = {"source": str(spec["source"]), "pixel": str(spec["pixel"])}
+        described["pixel_hr"] = str(spec["pixel_hr"]) if spec.get("pixel_hr") else "grown from pixel (untrained outer head levels)"
+        return described
     return {
         "source": "ZImageTransformer2DModel(default config) + AutoencoderKL(FLUX-style, 16 ch), random weights",
         "pixel": "L2PTransformer2DModel(default config), random weights",

@@ -31,6 +31,7 @@ from .cases import (
     quiet_loading,
     spec_hr_patch,
     spec_hr_rule,
+    tiny_hr_rule,
     tiny_spec_paths,
 )
 from .costs import CostModel
@@ -286,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tiny: the embedded models on CPU; full: default configs, random weights, bf16 on a GPU")
     parser.add_argument("--source", default=str(DEFAULT_TINY_SOURCE), help="tiny scale: a ZImagePipeline folder")
     parser.add_argument("--pixel", default=str(DEFAULT_TINY_PIXEL), help="tiny scale: an L2PPipeline folder")
+    parser.add_argument("--pixel-hr", default=None,
+                        help="tiny scale: a trained high-resolution L2PPipeline folder (e.g. assets/tiny-l2p-hr) for "
+                             "the pixel_hr cases; the HR rule then defaults to its native side and patch. Without it "
+                             "pixel_hr grows the pixel model's head (same cost, untrained outer levels)")
     parser.add_argument("--sizes", nargs="+", default=list(DEFAULT_SIZES),
                         help="replace the default sizes (native 1024 2048 4096 8192); N, WxH or native")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda for full scale, cpu for tiny)")
@@ -304,9 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run the Detailer Head in tiles of this many pixels (rounded up to its pooling grid)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default docs/benchmarks)")
-    parser.add_argument("--hr-min-side", type=int, default=HR_MIN_SIDE,
-                        help="long side from which pixel_hr runs (default 4096: patch 64 at 4K, 128 at 8K)")
-    parser.add_argument("--hr-patch", type=int, default=HR_BASE_PATCH, help="pixel_hr patch at --hr-min-side (default 64)")
+    parser.add_argument("--hr-min-side", type=int, default=None,
+                        help="long side from which pixel_hr runs (default 4096: patch 64 at 4K, 128 at 8K; with "
+                             "--pixel-hr its native side)")
+    parser.add_argument("--hr-patch", type=int, default=None,
+                        help="pixel_hr patch at --hr-min-side (default 64; with --pixel-hr its patch)")
     parser.add_argument("--overrides", default=None,
                         help="full scale: JSON of config overrides {dit, pixel, vae, text_encoder} (for testing)")
     parser.add_argument("--in-process", action="store_true",
@@ -336,7 +343,16 @@ def main(argv=None) -> dict:
         tiny_spec_paths(spec)
     else:
         spec = {"scale": "full", "overrides": json.loads(args.overrides) if args.overrides else {}}
-    spec["hr_rule"] = {"min_side": args.hr_min_side, "base_patch": args.hr_patch}
+    hr_min_side, hr_patch = HR_MIN_SIDE, HR_BASE_PATCH
+    if args.pixel_hr:
+        if args.scale != "tiny":
+            parser.error("--pixel-hr is a tiny-scale option (full scale builds its HR variant from the default config)")
+        spec["pixel_hr"] = str(Path(args.pixel_hr).resolve())
+        hr_min_side, hr_patch = tiny_hr_rule(spec["pixel_hr"])
+        if args.hr_min_side not in (None, hr_min_side) or args.hr_patch not in (None, hr_patch):
+            parser.error(f"--pixel-hr {args.pixel_hr} is native at {hr_min_side} px with patch {hr_patch}; leave out "
+                         "--hr-min-side/--hr-patch or give those values")
+    spec["hr_rule"] = {"min_side": args.hr_min_side or hr_min_side, "base_patch": args.hr_patch or hr_patch}
     native = native_size(spec)
     sizes = []
     for text in list(args.sizes) + list(args.extra_sizes):
