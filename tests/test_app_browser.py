@@ -73,6 +73,37 @@ def test_type_a_prompt_generate_then_compare(app_url, screenshots):
     assert (screenshots / "compare.png").stat().st_size > 10_000
 
 
+def test_compare_at_the_hr_size_shows_the_native_hr_model_beside_the_other_two(app_url, screenshots):
+    """The embedded tiny-l2p-hr is served beside the pair, so the HR preset's Compare runs all three models and the
+    page shows the HR image at its native size with its own row in the cost table."""
+    from playwright.sync_api import expect
+
+    app_url, side = app_url
+    hr_side = 4 * side  # the embedded HR model: 4x the pair's native side
+    with browser_page() as page:
+        page.goto(app_url, wait_until="load")
+        page.locator("#prompt textarea").wait_for(timeout=TIMEOUT_MS)
+        if page.locator("#hr-image").count() == 0:
+            pytest.skip("no HR model served (the embedded assets are absent, so tests/tiny.py's pair is served)")
+        page.locator("#prompt textarea").fill(PROMPT)
+        page.locator("#preset input").click()
+        page.get_by_role("option", name=re.compile(r"^HR ")).click()
+        page.get_by_role("button", name="Settings ▼").click()
+        steps = page.locator("#steps input[type=number]")
+        steps.fill("4")  # three models at 4x the native side: a short run keeps under the demo's time limit
+        steps.press("Enter")
+        expect(page.locator("#summary")).to_contain_text("Compare adds the native HR model", timeout=10_000)
+        page.locator("#compare").click()
+        page.get_by_text("in all").wait_for(timeout=TIMEOUT_MS)
+        hr_image = page.locator("#hr-image img")
+        expect(hr_image).to_have_count(1, timeout=TIMEOUT_MS)
+        page.wait_for_function(LOADED, arg="#hr-image img", timeout=TIMEOUT_MS)
+        assert hr_image.evaluate("img => img.naturalWidth") == hr_side
+        expect(page.locator("#costs")).to_contain_text("HR pixel", timeout=TIMEOUT_MS)
+        page.screenshot(path=screenshots / "compare-hr.png", full_page=True)
+    assert (screenshots / "compare-hr.png").stat().st_size > 10_000
+
+
 def test_stop_says_where_it_stopped_and_clears_the_stale_preview(app_url, screenshots):
     from playwright.sync_api import expect
 
