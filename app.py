@@ -337,7 +337,8 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
                         dype_lambda_t = CheckedSlider(*DYPE_RANGE, value=DEFAULTS.dype_lambda_t, step=0.1,
                                                       label="DyPE exponent λt")
                 gr.Markdown("Compare: the latent source's own settings")
-                source_steps = CheckedSlider(*STEPS_RANGE, value=DEFAULTS.source_steps, step=1, label="Source steps")
+                source_steps = CheckedSlider(*STEPS_RANGE, value=DEFAULTS.source_steps, step=1, label="Source steps",
+                                             elem_id="source-steps")
                 source_guidance = CheckedSlider(*GUIDANCE_RANGE, value=DEFAULTS.source_guidance, step=0.1,
                                                 label="Source guidance (same scale)")
         with gr.Column(scale=3, min_width=400):
