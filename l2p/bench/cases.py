@@ -53,13 +53,13 @@ def hr_detailer_channels(channels, patch_size: int, hr_patch: int) -> list[int]:
     return high_resolution_channels(channels, hr_patch // patch_size)
 
 
-def tiny_hr_rule(hr_folder) -> tuple[int, int]:
-    """(min_side, base_patch) that put a trained HR pipeline folder's own native size on its own patch."""
+def pixel_folder_geometry(folder) -> tuple[int, int]:
+    """(native side, patch) of an L2PPipeline folder, from its transformer config (nothing is loaded)."""
     from ..transformer_l2p import L2PTransformer2DModel
 
-    transformer = Path(hr_folder) / "transformer"
+    transformer = Path(folder) / "transformer"
     if not (transformer / "config.json").is_file():
-        raise SystemExit(f"--pixel-hr {hr_folder}: no transformer/config.json (an L2PPipeline folder is expected)")
+        raise SystemExit(f"{folder}: no transformer/config.json (an L2PPipeline folder is expected)")
     config = L2PTransformer2DModel.load_config(transformer)
     return native_side(config["patch_size"], config["trained_grid"]), config["patch_size"]
 
@@ -205,13 +205,11 @@ def build_pipeline(spec: dict, pipeline: str, width: int, height: int, device, d
         if pipeline == "source":
             pipe = ZImagePipeline.from_pretrained(source_path, dtype=dtype)
         elif pipeline == "pixel_hr" and spec.get("pixel_hr"):
+            folder_patch, hr_patch = pixel_folder_geometry(spec["pixel_hr"])[1], spec_hr_patch(spec, width, height)
+            if folder_patch != hr_patch:
+                raise SystemExit(f"--pixel-hr {spec['pixel_hr']} has patch {folder_patch}, but the HR rule asks for "
+                                 f"patch {hr_patch} at {width}x{height}: measure it at its native size")
             pipe = L2PPipeline.from_pretrained(spec["pixel_hr"], dtype=dtype)
-            hr_patch = spec_hr_patch(spec, width, height)
-            if pipe.transformer.config.patch_size != hr_patch:
-                raise SystemExit(
-                    f"--pixel-hr {spec['pixel_hr']} has patch {pipe.transformer.config.patch_size}, but the HR rule "
-                    f"asks for patch {hr_patch} at {width}x{height}: set --hr-min-side/--hr-patch to its size"
-                )
         else:
             pipe = L2PPipeline.from_pretrained(pixel_path, dtype=dtype)
             if pipeline == "pixel_hr":
@@ -261,12 +259,8 @@ def configure(pipe, pipeline: str, attention: str | None, detailer_tile: int | N
 def native_size(spec: dict) -> int:
     """The pixel model's trained size (256 for the tiny model, 1024 at full size), from its config."""
     if spec["scale"] == "tiny":
-        from ..transformer_l2p import L2PTransformer2DModel
-
-        _, pixel_path = tiny_spec_paths(spec)
-        config = L2PTransformer2DModel.load_config(pixel_path / "transformer")
-    else:
-        config = l2p_transformer_config(**spec.get("overrides", {}).get("pixel", {}))
+        return pixel_folder_geometry(tiny_spec_paths(spec)[1])[0]
+    config = l2p_transformer_config(**spec.get("overrides", {}).get("pixel", {}))
     return native_side(config["patch_size"], config["trained_grid"])
 
 

@@ -27,11 +27,11 @@ from .cases import (
     hr_patch_size,
     native_size,
     parse_size,
+    pixel_folder_geometry,
     plan_cases,
     quiet_loading,
     spec_hr_patch,
     spec_hr_rule,
-    tiny_hr_rule,
     tiny_spec_paths,
 )
 from .costs import CostModel
@@ -348,7 +348,7 @@ def main(argv=None) -> dict:
         if args.scale != "tiny":
             parser.error("--pixel-hr is a tiny-scale option (full scale builds its HR variant from the default config)")
         spec["pixel_hr"] = str(Path(args.pixel_hr).resolve())
-        hr_min_side, hr_patch = tiny_hr_rule(spec["pixel_hr"])
+        hr_min_side, hr_patch = pixel_folder_geometry(spec["pixel_hr"])
         if args.hr_min_side not in (None, hr_min_side) or args.hr_patch not in (None, hr_patch):
             parser.error(f"--pixel-hr {args.pixel_hr} is native at {hr_min_side} px with patch {hr_patch}; leave out "
                          "--hr-min-side/--hr-patch or give those values")
