@@ -408,3 +408,21 @@ def test_new_modules_of_the_transfer_can_learn_at_a_multiple_of_the_rate(source_
     assert all(not torch.equal(before[name], p) for name, p in trainer.model.named_parameters() if name in new_names)
     with pytest.raises(ConfigError, match="new_module_lr_scale"):
         validate(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "bad", **{"optim.new_module_lr_scale": 0})))
+
+
+@pytest.mark.parametrize("init", ["scratch", "source"])
+def test_the_latent_source_starts_fresh_or_continues_the_folders_own_dit(source_dir, tmp_path, init):
+    """`model.init: scratch` trains the toy source from nothing; `source` anneals an already trained one."""
+    from accelerate import Accelerator
+    from diffusers import ZImageTransformer2DModel
+
+    from training.train import Trainer
+
+    config = load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "run", **{"model.kind": "latent", "model.init": init}))
+    trainer = Trainer(config, Accelerator(cpu=True))
+    folder = ZImageTransformer2DModel.from_pretrained(source_dir, subfolder="transformer").state_dict()
+    model = trainer.accelerator.unwrap_model(trainer.model).state_dict()
+    assert model.keys() == folder.keys()
+    assert all(torch.equal(model[name], folder[name]) for name in folder) == (init == "source")
+    with pytest.raises(ConfigError, match="model.init"):
+        validate(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "bad", **{"model.kind": "latent", "model.init": "pixel"})))

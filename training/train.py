@@ -59,6 +59,8 @@ class ModelConfig:
     # pixel: "source" (the transfer), "scratch" (same architecture, random init, all trained) or "pixel" (a
     # high-resolution variant grown from the pixel model in `base`: patch_size a power-of-two multiple of its patch,
     # detailer_channels its head's widths after one outer level per doubling; l2p.high_resolution).
+    # latent: "scratch" (a fresh DiT of the source folder's architecture: the toy source) or "source" (the source
+    # folder's own DiT trained further: the toy source's annealing stage).
     init: str = "source"
     base: str | None = None  # init: pixel: an L2PPipeline folder or hub id whose DiT and head the variant grows from
     patch_size: int = 16
@@ -258,8 +260,12 @@ class Trainer:
             module.requires_grad_(False).eval()
         torch.manual_seed(config.seed)  # the fresh embedder and head start the same in every process
         if m.kind == "latent":
-            # The toy source: a fresh DiT of the architecture the source folder declares.
-            self.model = adaln_zero_init(ZImageTransformer2DModel.from_config(self.source.transformer.config))
+            # The toy source: a DiT of the architecture the source folder declares, fresh or the folder's own.
+            self.model = ZImageTransformer2DModel.from_config(self.source.transformer.config)
+            if m.init == "scratch":
+                adaln_zero_init(self.model)
+            else:
+                self.model.load_state_dict(self.source.transformer.state_dict())
             self.trainable = sum(p.numel() for p in self.model.parameters())
         else:
             self.model = initial_pixel_model(m, self.source.transformer)
