@@ -151,6 +151,12 @@ def test_sizes_and_cases():
     cases = bench.plan_cases([(1024, 1024), (4096, 4096), (8192, 4096), (1000, 1000)], 16, 16)
     assert ("pixel_hr", 4096, 4096) in cases and ("pixel_hr", 8192, 4096) in cases
     assert not any(c[0] == "pixel_hr" and c[1] == 1024 for c in cases) and not any(c[1] == 1000 for c in cases)
+    # A trained HR folder (the toy's: 512 px native, patch 64) is measured only where the rule asks for its
+    # patch (a long side of 512 px); past it the rule asks for 128, which that folder does not have.
+    sizes = [(128, 128), (512, 512), (512, 384), (768, 512), (1024, 1024)]
+    hr_cases = [c for c in bench.plan_cases(sizes, 16, 16, (512, 64), hr_folder_patch=64) if c[0] == "pixel_hr"]
+    assert hr_cases == [("pixel_hr", 512, 512), ("pixel_hr", 512, 384)]
+    assert ("pixel_hr", 1024, 1024) in bench.plan_cases(sizes, 16, 16, (512, 64))  # a grown head has any patch
 
 
 def test_full_size_configs_match_the_release():

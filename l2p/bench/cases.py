@@ -86,15 +86,20 @@ def parse_size(text: str, native: int) -> tuple[int, int]:
 
 
 def plan_cases(
-    sizes: list[tuple[int, int]], pixel_patch: int, source_pixels_per_token: int, hr_rule=(HR_MIN_SIDE, HR_BASE_PATCH)
+    sizes: list[tuple[int, int]], pixel_patch: int, source_pixels_per_token: int, hr_rule=(HR_MIN_SIDE, HR_BASE_PATCH),
+    hr_folder_patch: int | None = None,
 ) -> list[tuple[str, int, int]]:
-    """(pipeline, width, height) for every size: source and pixel where the size is valid, pixel_hr from 4K."""
+    """(pipeline, width, height) for every size: source and pixel where the size is valid, pixel_hr from 4K.
+
+    `hr_folder_patch`: the patch of a trained HR folder (`--pixel-hr`); it serves only the sizes where the rule
+    asks for that patch (a long side of exactly 512 px for the toy's 512-px folder), so pixel_hr is measured only there.
+    """
     cases = []
     for width, height in sizes:
         for pipeline in ("source", "pixel", "pixel_hr"):
             if pipeline == "pixel_hr":
                 patch = hr_patch_size(width, height, *hr_rule)
-                if patch is None or width % patch or height % patch:
+                if patch is None or width % patch or height % patch or hr_folder_patch not in (None, patch):
                     continue
             elif pipeline == "pixel" and (width % pixel_patch or height % pixel_patch):
                 continue
@@ -204,11 +209,7 @@ def build_pipeline(spec: dict, pipeline: str, width: int, height: int, device, d
         source_path, pixel_path = tiny_spec_paths(spec)
         if pipeline == "source":
             pipe = ZImagePipeline.from_pretrained(source_path, dtype=dtype)
-        elif pipeline == "pixel_hr" and spec.get("pixel_hr"):
-            folder_patch, hr_patch = pixel_folder_geometry(spec["pixel_hr"])[1], spec_hr_patch(spec, width, height)
-            if folder_patch != hr_patch:
-                raise SystemExit(f"--pixel-hr {spec['pixel_hr']} has patch {folder_patch}, but the HR rule asks for "
-                                 f"patch {hr_patch} at {width}x{height}: measure it at its native size")
+        elif pipeline == "pixel_hr" and spec.get("pixel_hr"):  # plan_cases keeps it to the sizes it serves
             pipe = L2PPipeline.from_pretrained(spec["pixel_hr"], dtype=dtype)
         else:
             pipe = L2PPipeline.from_pretrained(pixel_path, dtype=dtype)

@@ -143,7 +143,8 @@ def run_benchmark(
     pixel_patch = probe["pixel"].transformer.config.patch_size
     source_ppt = pixels_per_token(probe["source"])
     hr_rule = spec_hr_rule(spec)
-    cases = plan_cases(sizes, pixel_patch, source_ppt, hr_rule)
+    hr_folder_patch = pixel_folder_geometry(spec["pixel_hr"])[1] if spec.get("pixel_hr") else None
+    cases = plan_cases(sizes, pixel_patch, source_ppt, hr_rule, hr_folder_patch)
     baseline_rss = rss_bytes() if device.type == "cpu" else 0
     efficient = attention not in ("_native_math",)
 
@@ -289,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pixel", default=str(DEFAULT_TINY_PIXEL), help="tiny scale: an L2PPipeline folder")
     parser.add_argument("--pixel-hr", default=None,
                         help="tiny scale: a trained high-resolution L2PPipeline folder (e.g. assets/tiny-l2p-hr) for "
-                             "the pixel_hr cases; the HR rule then defaults to its native side and patch. Without it "
+                             "the pixel_hr cases; the HR rule then defaults to its native side and patch, and pixel_hr runs only "
+                             "at the sizes whose long side is its native side (where the rule asks for its patch). Without it "
                              "pixel_hr grows the pixel model's head (same cost, untrained outer levels)")
     parser.add_argument("--sizes", nargs="+", default=list(DEFAULT_SIZES),
                         help="replace the default sizes (native 1024 2048 4096 8192); N, WxH or native")
