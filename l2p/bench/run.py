@@ -143,8 +143,8 @@ def run_benchmark(
     pixel_patch = probe["pixel"].transformer.config.patch_size
     source_ppt = pixels_per_token(probe["source"])
     hr_rule = spec_hr_rule(spec)
-    hr_folder_patch = pixel_folder_geometry(spec["pixel_hr"])[1] if spec.get("pixel_hr") else None
-    cases = plan_cases(sizes, pixel_patch, source_ppt, hr_rule, hr_folder_patch)
+    # A trained HR folder's rule has its own patch as base (main checks it): it serves only that patch's sizes.
+    cases = plan_cases(sizes, pixel_patch, source_ppt, hr_rule, hr_rule[1] if spec.get("pixel_hr") else None)
     baseline_rss = rss_bytes() if device.type == "cpu" else 0
     efficient = attention not in ("_native_math",)
 
