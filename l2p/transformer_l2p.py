@@ -50,6 +50,12 @@ SOURCE_CONFIG_KEYS = (
 )
 
 
+PREDICTION_TYPES = ("velocity", "sample")
+# With prediction_type "sample", (x0 - x_t) / sigma divides by at least this: near sigma 0 an error in x0 would
+# otherwise be amplified without bound (JiT clips the same denominator at 0.05).
+SAMPLE_PREDICTION_MIN_SIGMA = 0.05
+
+
 class L2PTransformer2DModel(ZImageTransformer2DModel):
     """The L2P pixel-space DiT. Defaults are the release's full 1K model (545 tensors, 6.17B parameters).
 
@@ -62,6 +68,12 @@ class L2PTransformer2DModel(ZImageTransformer2DModel):
         n_shallow: blocks at each end of `layers` that the transfer retrained (5 of 30 in the release); the
             ones between are the source's own weights, where the source's LoRAs apply (`source_blocks`).
             A model trained from scratch has none: n_shallow >= n_layers / 2.
+        prediction_type: what the Detailer Head's output means. "velocity" (the release): it is the model's
+            output, x0 - noise. "sample": it is the clean image x0, and the model returns (x0 - x_t) / sigma,
+            the same x0 - noise (so the loss, the sampler and the pipeline are unchanged). The toy scale uses it:
+            its DiT (width 256) is narrower than a 16-px patch (768 values) and its head's full-resolution
+            levels have 8 channels, too few to carry the noise that a velocity contains; the clean image is
+            low-dimensional, and x_t brings the noise exactly (JiT, Li & He 2025, "Back to Basics").
     """
 
     _supports_gradient_checkpointing = True
@@ -86,7 +98,10 @@ class L2PTransformer2DModel(ZImageTransformer2DModel):
         detailer_channels: tuple[int, ...] = (64, 128, 256, 512),
         trained_grid: int = 64,
         n_shallow: int = 5,
+        prediction_type: str = "velocity",
     ):
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type {prediction_type!r} is not one of {PREDICTION_TYPES}")
         if patch_size % 2 ** len(detailer_channels):
             raise ValueError(
                 f"patch_size {patch_size} must be a multiple of 2**len(detailer_channels) = "
@@ -246,6 +261,9 @@ class L2PTransformer2DModel(ZImageTransformer2DModel):
         grid_h, grid_w = height // patch, width // patch
         features = unified[:, : grid_h * grid_w].reshape(batch, grid_h, grid_w, -1).permute(0, 3, 1, 2)
         sample = self.local_decoder(hidden_states, features)
+        if self.config.prediction_type == "sample":
+            sigma = (1 - timestep).clamp(min=SAMPLE_PREDICTION_MIN_SIGMA).to(sample.dtype).view(-1, 1, 1, 1)
+            sample = (sample - hidden_states) / sigma
         return Transformer2DModelOutput(sample=sample) if return_dict else (sample,)
 
 

@@ -50,6 +50,7 @@ def environment():
         (["data.kind=imagefolder", "data.path=/nonexistent/corpus"], "data.path"),
         (["model.source=/nonexistent/source"], "model.source"),
         (["model.n_shallow=3"], "model.n_shallow"),
+        (["model.prediction_type=epsilon"], "model.prediction_type"),
         (["model.colour=red"], "model.colour"),
         (["optim.lr=fast"], "optim.lr"),
         (["log_with=comet"], "log_with"),
@@ -319,7 +320,9 @@ def test_corpora_load_through_datasets_as_imagefolder_or_parquet_with_aspect_buc
 
 
 def test_merge_push_to_hub_offline_writes_everything_and_says_how_to_push(source_dir, tmp_path):
-    last = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "run", max_steps=2, ema_decay=0.5, log_with="none")))
+    """(Trained with the head predicting x0, the toy's choice: the merged pipeline keeps it in its config.)"""
+    last = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "run", max_steps=2, ema_decay=0.5, log_with="none",
+                                                              **{"model.prediction_type": "sample"})))
     scores = tmp_path / "scores.json"
     scores.write_text(json.dumps({"overall": 0.5, "single_object": 0.75, "prompts": 6}))
     command = [sys.executable, "-m", "training.merge", "--checkpoint", str(last), "--file", str(tmp_path / "merged.safetensors"),
@@ -333,7 +336,9 @@ def test_merge_push_to_hub_offline_writes_everything_and_says_how_to_push(source
     assert 'L2PPipeline.from_pretrained("someone/l2p-toy")' in card
     assert "**2 steps**" in card and "the EMA (decay 0.5)" in card and "| 0.500 | 0.750 |" in card
     # The merged weights are the run's EMA, unless --raw asks for the raw ones.
-    merged = L2PPipeline.from_pretrained(tmp_path / "pipeline").transformer.state_dict()
+    merged_pipeline = L2PPipeline.from_pretrained(tmp_path / "pipeline")
+    assert merged_pipeline.transformer.config.prediction_type == "sample"
+    merged = merged_pipeline.transformer.state_dict()
     for key, tensor in load_file(str(last / "ema.safetensors")).items():
         assert torch.equal(merged[key], tensor), key
     from training.merge import merge

@@ -135,3 +135,23 @@ def test_detailer_tiling_through_the_model_gives_the_same_prediction():
         tiled = model(images, t, captions).sample
         model.disable_detailer_tiling()
     torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=1e-4)
+
+
+def test_sample_prediction_returns_the_heads_clean_image_as_x0_minus_noise():
+    """With prediction_type "sample" the head's output is x0: the model returns (x0 - x_t) / sigma (sigma floored
+    at 0.05), so x_t + sigma * output, the one-step estimate the sampler and the previews use, is the head's
+    image; the same weights as "velocity" return the head's output unchanged. A saved config keeps the choice."""
+    velocity = tiny.pixel_transformer(seed=3)
+    sample = tiny.pixel_transformer(seed=3, prediction_type="sample")
+    torch.manual_seed(0)
+    x_t, captions = torch.randn(3, 3, 32, 48), [torch.randn(5, tiny.TEXT_DIM) for _ in range(3)]
+    sigma = torch.tensor([0.9, 0.3, 0.01])
+    with torch.no_grad():
+        head = velocity(x_t, 1 - sigma, captions).sample
+        out = sample(x_t, 1 - sigma, captions).sample
+    floored = sigma.clamp(min=0.05).view(-1, 1, 1, 1)
+    torch.testing.assert_close(out, (head - x_t) / floored, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close((x_t + floored * out)[:2], head[:2], atol=1e-5, rtol=1e-5)
+    assert L2PTransformer2DModel.from_config(sample.config).config.prediction_type == "sample"
+    with pytest.raises(ValueError, match="prediction_type 'epsilon' is not one of"):
+        tiny.pixel_transformer(prediction_type="epsilon")

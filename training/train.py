@@ -39,6 +39,7 @@ from l2p.high_resolution import grow_for_high_resolution, growth_channels
 from l2p.latents import standardise_latents
 from l2p.toyworld import layout_prompt
 from l2p.transfer import POLICIES
+from l2p.transformer_l2p import PREDICTION_TYPES
 
 from . import checkpoints
 from .checkpoints import latest_checkpoint
@@ -67,6 +68,8 @@ class ModelConfig:
     detailer_channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     trained_grid: int = 64
     n_shallow: int = 5
+    # pixel: what the Detailer Head predicts, "velocity" (the release) or "sample" (x0; L2PTransformer2DModel)
+    prediction_type: str = "velocity"
     freeze_policy: str = "release"
     gradient_checkpointing: bool = False
     # The frozen text encoder's dtype: "bfloat16" halves its memory (8 GB instead of 16 for Z-Image's Qwen3-4B).
@@ -177,6 +180,8 @@ def validate(config: TrainConfig) -> None:
         validate_growth(m)
     if m.freeze_policy not in POLICIES:
         raise ConfigError(f"model.freeze_policy must be one of {list(POLICIES)}, got {m.freeze_policy!r}")
+    if m.prediction_type not in PREDICTION_TYPES:
+        raise ConfigError(f"model.prediction_type must be one of {list(PREDICTION_TYPES)}, got {m.prediction_type!r}")
     source = Path(m.source)
     if not is_hub_id(m.source) and not (source / "model_index.json").is_file():
         raise ConfigError(f"model.source: {m.source} is not a ZImagePipeline folder (no model_index.json)")
@@ -241,6 +246,7 @@ def initial_pixel_model(m: ModelConfig, source_transformer) -> L2PTransformer2DM
     return L2PTransformer2DModel.from_source(
         source_transformer, patch_size=m.patch_size, detailer_channels=m.detailer_channels,
         trained_grid=m.trained_grid, n_shallow=retrained_blocks(m.init, m.n_shallow, source_transformer),
+        prediction_type=m.prediction_type,
     )
 
 
