@@ -338,6 +338,13 @@ def test_merge_push_to_hub_offline_writes_everything_and_says_how_to_push(source
     # The merged weights are the run's EMA, unless --raw asks for the raw ones.
     merged_pipeline = L2PPipeline.from_pretrained(tmp_path / "pipeline")
     assert merged_pipeline.transformer.config.prediction_type == "sample"
+    # Laid over a pixel model that predicts velocity (as `evaluate toy-curve` does over its base), the checkpoint
+    # brings its own prediction type.
+    from training.checkpoints import load_trained
+
+    velocity = L2PTransformer2DModel.from_config({**merged_pipeline.transformer.config, "prediction_type": "velocity"})
+    load_trained(velocity, last)
+    assert velocity.config.prediction_type == "sample"
     merged = merged_pipeline.transformer.state_dict()
     for key, tensor in load_file(str(last / "ema.safetensors")).items():
         assert torch.equal(merged[key], tensor), key

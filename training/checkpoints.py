@@ -75,7 +75,8 @@ def trained_weights_file(checkpoint: str | Path, ema: bool | None = None) -> Pat
 
 
 def load_trained(model: torch.nn.Module, checkpoint: str | Path, ema: bool | None = None) -> set[str]:
-    """Lay a checkpoint's trained tensors over `model` (the rest stays as it is); returns their names.
+    """Lay a checkpoint's trained tensors over `model` (the rest stays as it is, but for a pixel run's
+    `prediction_type`, which it takes from the run); returns their names.
 
     `ema`: None takes the EMA weights when the checkpoint has them, else the raw ones; True or False insists."""
     trained = load_file(str(trained_weights_file(checkpoint, ema)))
@@ -83,6 +84,11 @@ def load_trained(model: torch.nn.Module, checkpoint: str | Path, ema: bool | Non
     if unknown:
         raise ValueError(f"{checkpoint} holds tensors the model lacks: {sorted(unknown)[:5]}")
     model.load_state_dict(trained, strict=False)
+    # What the pixel model's head predicts is config, not a tensor: the run's choice, whatever the model had (a
+    # run from before the option predicted velocity).
+    model_config = run_config(checkpoint).get("model", {})
+    if model_config.get("kind") == "pixel" and hasattr(model.config, "prediction_type"):
+        model.register_to_config(prediction_type=model_config.get("prediction_type", "velocity"))
     return set(trained)
 
 
