@@ -169,8 +169,9 @@ def _generate(request: Request):
         for event in DEMO.queued(request, "generate", generate_on_device):
             if isinstance(event, Waiting):
                 yield skip, skip, results.progress_line(event), event
-            elif isinstance(event, Preview):
-                yield [event.image], skip, results.progress_line(event), dataclasses.replace(event, image=None)
+            elif isinstance(event, Preview):  # its image is None for short runs (l2p.demo.runs.PREVIEW_MIN_RUN_S)
+                images = skip if event.image is None else [event.image]
+                yield images, skip, results.progress_line(event), dataclasses.replace(event, image=None)
             else:
                 note = DEMO.vocabulary_note(request.prompt)
                 yield (results.captioned_images(event), event.seed,

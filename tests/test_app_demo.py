@@ -111,12 +111,18 @@ def test_default_size_is_the_models_native_size(demo):
 # -- generate ---------------------------------------------------------------------------------------------------
 def test_generate_streams_x0_previews_then_the_image_at_the_asked_size(demo, monkeypatch):
     monkeypatch.setattr(demo, "preview_interval", 0.0)  # every step's progress (the last one is the result)
-    previews, result = run(demo.generate(Request("a red circle", aspect_ratio="4:3", steps=3, guidance=2.0, seed=7)))
+    monkeypatch.setattr(demo, "preview_min_run_s", 0.0)  # previews for runs of any length
+    request = Request("a red circle", aspect_ratio="4:3", steps=3, guidance=2.0, seed=7)
+    previews, result = run(demo.generate(request))
     assert isinstance(result, GenerateResult)
     assert result.image.size == (256, 192) and (result.width, result.height) == (256, 192)
     assert result.seed == 7 and result.native and result.rope is None
     assert [(p.pipeline, p.step, p.total) for p in previews] == [("pixel", 1, 3), ("pixel", 2, 3)]
     assert all(p.image.size == (256, 192) for p in previews)
+    # A run estimated under the threshold still says its progress, without the previews' images.
+    monkeypatch.setattr(demo, "preview_min_run_s", demo.plan(request).estimate.seconds * 1.01)
+    previews, result = run(demo.generate(request))
+    assert [(p.step, p.image) for p in previews] == [(1, None), (2, None)] and result.image.size == (256, 192)
 
 
 def test_progress_is_paced_so_fast_steps_do_not_flood_the_page(demo, monkeypatch):
@@ -548,6 +554,7 @@ def test_free_width_and_height_with_the_nearest_valid_sizes(demo):
 # -- images per run ---------------------------------------------------------------------------------------------
 def test_images_per_run_on_consecutive_seeds_each_tagged_with_its_own(demo, monkeypatch):
     monkeypatch.setattr(demo, "preview_interval", 0.0)
+    monkeypatch.setattr(demo, "preview_min_run_s", 0.0)
     previews, result = run(demo.generate(Request("a red circle", steps=STEPS, seed=MAX_SEED - 1, num_images=3)))
     assert result.seeds == [MAX_SEED - 1, MAX_SEED, 0]  # seed, seed + 1, ... wrapping past the largest seed
     assert [(p.index, p.count, p.step) for p in previews] == [(1, 3, 1), (2, 3, 1), (3, 3, 1)]

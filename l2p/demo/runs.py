@@ -31,6 +31,10 @@ PREVIEW_SIDE = 512  # live previews are downscaled to this long side
 # Python time that competes with the denoising loop, and the page a download; at toy speeds (~0.1 s a step)
 # per-step updates made the app 40% slower than the bare pipeline (python -m l2p.bench.app_overhead).
 PREVIEW_INTERVAL_S = 1.0
+# Generate runs estimated under this many seconds send their progress without x0 previews: the image itself follows
+# within seconds, and the previews were most of the serving's cost of a 3-s run at the toy's 128 px (2-3 of them,
+# ~0.2 s; python -m l2p.bench.app_overhead).
+PREVIEW_MIN_RUN_S = 5.0
 CROP_SIDE = 128
 
 
@@ -126,12 +130,14 @@ def _tag_pixel(image: Image.Image, models, plan, request, seed: int, pipeline: s
                dype=(request.dype_lambda_s, request.dype_lambda_t) if rope == "dype" else None)
 
 
-def generate_run(models, plan, request, emit: Callable, cancel: threading.Event, interval: float) -> GenerateResult:
-    """Text to image with the pixel model, with previews of its x0 estimate: `request.num_images` images one after
-    another, on seeds seed, seed + 1, ... (each the image a one-image run on its seed makes)."""
+def generate_run(models, plan, request, emit: Callable, cancel: threading.Event, interval: float,
+                 previews: bool = True) -> GenerateResult:
+    """Text to image with the pixel model, its progress with previews of its x0 estimate (without them when not
+    `previews`): `request.num_images` images one after another, on seeds seed, seed + 1, ... (each the image a
+    one-image run on its seed makes)."""
     pixel = models.pixel
     width, height = plan.width, plan.height
-    preview = lambda x0: x0_preview(x0, processor=pixel.image_processor)  # noqa: E731
+    preview = (lambda x0: x0_preview(x0, processor=pixel.image_processor)) if previews else None
     seeds = seeds_of(request.seed, request.num_images)
     images = []
     start = time.perf_counter()

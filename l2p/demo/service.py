@@ -21,7 +21,7 @@ from .loading import LoadedModels, load_cost_model, load_models
 from .plan import Plan, Planner, Request
 from .presets import ASPECT_RATIOS, CUSTOM, Geometry, image_size, preset_label, preset_name
 from .results import CompareResult, GenerateResult, Preview, SourceDone, Waiting
-from .runs import PREVIEW_INTERVAL_S, compare_run, generate_run
+from .runs import PREVIEW_INTERVAL_S, PREVIEW_MIN_RUN_S, compare_run, generate_run
 from .worker import explain_failure, stream
 
 WAIT_UPDATE_S = 1.0  # how often a waiting run says what is ahead of it
@@ -66,6 +66,7 @@ class Demo:
         self.lock = threading.Lock()  # the pipelines (and their schedulers) run one request at a time
         self.admissions = Admissions(config.max_queue, slots=config.concurrency)
         self.preview_interval = PREVIEW_INTERVAL_S
+        self.preview_min_run_s = PREVIEW_MIN_RUN_S
 
     @classmethod
     def start(cls, config: DemoConfig) -> "Demo":
@@ -261,8 +262,13 @@ class Demo:
     def run(self, request: Request, kind: str = "generate", cancel: threading.Event | None = None) -> Iterator:
         """The run alone, for a request whose turn it is (see `queued`): the pipelines on a worker thread."""
         plan = self._runnable(request, kind)
-        work = functools.partial(generate_run if kind == "generate" else compare_run, self.models, plan, plan.seeded(),
-                                 interval=self.preview_interval)
+        if kind == "generate":
+            # A run estimated to be short sends its progress without x0 previews (l2p.demo.runs.PREVIEW_MIN_RUN_S).
+            previews = plan.estimate is None or plan.estimate.seconds >= self.preview_min_run_s
+            work = functools.partial(generate_run, self.models, plan, plan.seeded(), interval=self.preview_interval,
+                                     previews=previews)
+        else:
+            work = functools.partial(compare_run, self.models, plan, plan.seeded(), interval=self.preview_interval)
         explain = functools.partial(explain_failure, size=plan.size_text, estimate=plan.estimate, device=self.device)
         yield from stream(work, self.lock, cancel, explain)
 
