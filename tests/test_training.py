@@ -438,3 +438,45 @@ def test_the_latent_source_starts_fresh_or_continues_the_folders_own_dit(source_
     assert all(torch.equal(model[name], folder[name]) for name in folder) == (init == "source")
     with pytest.raises(ConfigError, match="model.init"):
         validate(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "bad", **{"model.kind": "latent", "model.init": "pixel"})))
+
+
+def test_token_alignment_targets_the_sources_tokens_at_the_block_and_trains_only_the_pixel_model(source_dir, tmp_path):
+    """flow.align_weight: the source's forward stops at the aligned block and gives its output there; the loss is
+    zero for the source's own tokens and its gradient reaches the pixel model's front, never the frozen source.
+    A run with it trains and checkpoints the same tensors as one without; it is refused where there is no source."""
+    from training.alignment import SourceAlignment
+    from training.flow import predict
+
+    source = tiny.source_pipeline().transformer
+    pixel = L2PTransformer2DModel.from_source(source, patch_size=16, detailer_channels=[8, 8, 16, 16], trained_grid=4)
+    torch.manual_seed(0)
+    latents_t, t = torch.randn(2, 4, 8, 8), torch.tensor([0.3, 0.6])  # 4x4 tokens of latent patch 2
+    captions = [torch.randn(5, tiny.TEXT_DIM), torch.randn(9, tiny.TEXT_DIM)]
+    expected = []
+    handle = source.layers[0].register_forward_hook(lambda module, inputs, output: expected.append(output))
+    with torch.no_grad():
+        predict(source, latents_t, t, captions, latent=True)  # the source's whole forward, block 0's output kept
+    handle.remove()
+    seen = []
+    source.layers[1].register_forward_pre_hook(lambda *args: seen.append(1))
+    alignment = SourceAlignment(pixel, source, block=0)
+    targets = alignment.targets(latents_t, t, captions)
+    assert seen == [] and not targets.requires_grad  # stopped at block 0
+    torch.testing.assert_close(targets, expected[0])
+    predict(pixel, torch.randn(2, 3, 64, 64), t, captions, latent=False)  # the same token grid in pixels
+    loss = alignment.loss(targets)
+    loss.backward()
+    assert loss.item() > 0 and pixel.all_x_embedder["16-1"].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in source.parameters())
+    alignment._pixel_tokens = targets.clone()
+    assert alignment.loss(targets).item() == 0.0
+
+    plain = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "plain", max_steps=2, log_with="none")))
+    aligned = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "aligned", max_steps=2, log_with="none",
+                                                                 **{"flow.align_weight": 1.0})))
+    trained = {name: load_file(str(folder / "trainable.safetensors")) for name, folder in (("plain", plain), ("aligned", aligned))}
+    assert set(trained["plain"]) == set(trained["aligned"])
+    assert any(not torch.equal(trained["plain"][k], trained["aligned"][k]) for k in trained["plain"])  # the loss changed the step
+    with pytest.raises(ConfigError, match="flow.align_weight"):
+        validate(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "bad", **{"flow.align_weight": 1.0,
+                                                                                                  "model.init": "scratch"})))

@@ -42,6 +42,7 @@ from l2p.transfer import POLICIES
 from l2p.transformer_l2p import PREDICTION_TYPES
 
 from . import checkpoints
+from .alignment import SourceAlignment
 from .checkpoints import latest_checkpoint
 from .config import ConfigError, parse_command_line, to_dict
 from .data import DatasetCorpus, ToyCorpus, step_rng
@@ -122,6 +123,9 @@ class FlowConfig:
     # tokens leaving block `semantic_block` that must name what the clean image holds at each token; 0 = off.
     semantic_weight: float = 0.0
     semantic_block: int = 1
+    # Pixel transfer only: weight of the token alignment (training.alignment), an MSE pulling the tokens the pixel
+    # model hands its frozen middle blocks toward the source DiT's on the same image's latent; 0 = off (the paper).
+    align_weight: float = 0.0
 
 
 @dataclass
@@ -180,6 +184,9 @@ def validate(config: TrainConfig) -> None:
         validate_growth(m)
     if m.freeze_policy not in POLICIES:
         raise ConfigError(f"model.freeze_policy must be one of {list(POLICIES)}, got {m.freeze_policy!r}")
+    if config.flow.align_weight and not (m.kind == "pixel" and m.init == "source"):
+        raise ConfigError("flow.align_weight needs model.kind: pixel and model.init: source (the source's DiT gives the "
+                          "tokens the frozen middle blocks expect)")
     if m.prediction_type not in PREDICTION_TYPES:
         raise ConfigError(f"model.prediction_type must be one of {list(PREDICTION_TYPES)}, got {m.prediction_type!r}")
     source = Path(m.source)
@@ -284,6 +291,9 @@ class Trainer:
                 self.trainable = sum(p.numel() for p in self.model.parameters())
             else:
                 self.trainable = freeze_for_transfer(self.model, m.n_shallow, m.freeze_policy)
+        self.alignment = None
+        if config.flow.align_weight:  # the source DiT stays, frozen, to give the tokens the middle blocks expect
+            self.alignment = SourceAlignment(self.model, self.source.transformer, m.n_shallow - 1).to(accelerator.device)
         # The source DiT's weights now live in the model (copied or, for the latent kind, only its config used):
         # dropping it frees a whole DiT of host memory per process (about 25 GB in fp32 at full scale).
         self.source.transformer = None
@@ -342,18 +352,22 @@ class Trainer:
         if self.config.model.kind == "pixel":
             pixels = torch.stack([to_tensor(item.load()) for item in items]).to(device)
             return pixels, object_weights(pixels, weight) if weight else None
+        latents, coverage = self.encoded(items)
+        return latents, 1.0 + weight * coverage if weight else None
+
+    def encoded(self, items) -> tuple[torch.Tensor, torch.Tensor]:
+        """The items' standardised VAE latents and each latent cell's object coverage (the off-background share of
+        the pixels it encodes), cached per item."""
         vae = self.source.vae
         missing = [item for item in items if item.key not in self.latent_cache]
         if missing:
             with torch.no_grad():
-                pixels = torch.stack([to_tensor(item.load()) for item in missing]).to(device)
+                pixels = torch.stack([to_tensor(item.load()) for item in missing]).to(self.accelerator.device)
                 latents = standardise_latents(vae, vae.encode(pixels).latent_dist.mode())
-                # Object coverage per latent cell: the off-background share of the pixels it encodes.
                 coverage = F.adaptive_avg_pool2d(object_weights(pixels, 1.0) - 1.0, latents.shape[-2:])
             self.latent_cache.update({item.key: (z, c) for item, z, c in zip(missing, latents, coverage)})
-        latents = torch.stack([self.latent_cache[item.key][0] for item in items])
-        coverage = torch.stack([self.latent_cache[item.key][1] for item in items])
-        return latents, 1.0 + weight * coverage if weight else None
+        return (torch.stack([self.latent_cache[item.key][0] for item in items]),
+                torch.stack([self.latent_cache[item.key][1] for item in items]))
 
     def token_labels(self, items, latent_size) -> torch.Tensor:
         """What each image token's cell holds (training.semantic), from the toy items' exact layouts."""
@@ -379,6 +393,9 @@ class Trainer:
         noise = torch.stack([torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(item.seed + self.step)) for item in items])
         sigma = self.sigmas[torch.randint(len(self.sigmas), (len(items),), generator=generator)]
         noise, sigma = noise.to(x0.device), sigma.to(x0.device)
+        if self.alignment is not None:  # the same images' latents at the same sigmas, for the source's tokens
+            latents = self.encoded(items)[0]
+            latents_t = noised(latents, torch.randn(latents.shape, generator=generator).to(x0.device), sigma)
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for k in range(chunks):
@@ -386,10 +403,14 @@ class Trainer:
             # Gradients are exchanged between processes once a step, on the last micro-batch.
             sync = contextlib.nullcontext() if k == chunks - 1 else self.accelerator.no_sync(self.model)
             with sync:
+                if self.alignment is not None:
+                    targets = self.alignment.targets(latents_t[part], 1 - sigma[part], captions[part])
                 with self.accelerator.autocast():
                     prediction = predict(self.model, noised(x0[part], noise[part], sigma[part]), 1 - sigma[part], captions[part],
                                          latent=self.config.model.kind != "pixel")
                 loss = flow_matching_loss(prediction, x0[part], noise[part], None if weights is None else weights[part])
+                if self.alignment is not None:
+                    loss = loss + c.flow.align_weight * self.alignment.loss(targets)
                 if self.probe is not None:
                     loss = loss + c.flow.semantic_weight * self.probe.loss(self.token_labels(items[part], x0.shape[-2:]))
                 self.accelerator.backward(loss / chunks)

@@ -1,0 +1,64 @@
+"""Token alignment for the L2P transfer: the tokens the pixel model hands its frozen middle blocks are pulled toward
+the ones the latent source hands them, for the same image at the same noise level.
+
+Why: the frozen middle blocks turn the source's own tokens into what the source draws, and only those. At toy
+scale, linear probes on each block's image tokens (sigma 0.5, docs/results.md "Where the transfer loses the
+source") name the object in 93% of the object tokens leaving the source's first middle block but in 54% of the
+pixel model's, and the frozen blocks add almost nothing to the pixel model's tokens (52% before them, 55% after)
+where they lift the source's from 79% to 93%. The velocity loss alone has to find the source's token distribution
+through the frozen blocks and the new head; this loss shows it directly. It is not the paper's recipe (plain
+velocity MSE), so it is off unless `flow.align_weight` asks for it.
+
+The target is the source DiT's sequence (image and caption tokens) leaving block `block` (the last retrained front
+block), computed without gradients on the image's VAE latent noised to the same sigma; the source's forward
+stops there. The loss is their mean squared difference over the target's variance, so its weight does not depend
+on the DiT's feature scale.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .flow import predict
+
+
+class _SourceTokens(Exception):
+    """Raised from the source's hooked block to stop its forward there, carrying the block's output."""
+
+
+class SourceAlignment(nn.Module):
+    """The source DiT (frozen) and forward hooks on `layers[block]` of it and of the pixel model."""
+
+    def __init__(self, model: nn.Module, source_transformer: nn.Module, block: int):
+        super().__init__()
+        self.source = source_transformer.requires_grad_(False).eval()
+        self._pixel_tokens = None
+        model.layers[block].register_forward_hook(self._keep)
+        self.source.layers[block].register_forward_hook(self._stop)
+
+    def _keep(self, module, inputs, output):
+        self._pixel_tokens = output
+
+    @staticmethod
+    def _stop(module, inputs, output):
+        raise _SourceTokens(output)
+
+    @torch.no_grad()
+    def targets(self, latents_t: torch.Tensor, t: torch.Tensor, captions) -> torch.Tensor:
+        """The source's tokens leaving the block for noisy latents `latents_t` (B, C, H, W) at time `t`."""
+        try:
+            predict(self.source, latents_t, t, captions, latent=True)
+        except _SourceTokens as stop:
+            return stop.args[0]
+        raise RuntimeError("the source's forward never reached the aligned block")
+
+    def loss(self, targets: torch.Tensor) -> torch.Tensor:
+        """For the pixel model's forward just run: its tokens at the block against `targets`."""
+        tokens, self._pixel_tokens = self._pixel_tokens, None
+        if tokens is None or tokens.shape != targets.shape:
+            raise RuntimeError(f"pixel tokens {None if tokens is None else tuple(tokens.shape)} do not line up with "
+                               f"the source's {tuple(targets.shape)}: both must see the same captions and token grid")
+        targets = targets.float()
+        return F.mse_loss(tokens.float(), targets) / targets.var().clamp(min=1e-8)
