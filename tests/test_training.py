@@ -287,6 +287,27 @@ def test_vae_evaluation_measures_how_much_the_shipped_vae_widens_borders(tmp_pat
     assert (tmp_path / "reconstruction.png").is_file()
 
 
+def test_token_probes_read_each_blocks_tokens_on_the_renders_grid_and_score_what_they_hold():
+    """Probes see every block's image tokens, labelled on the same token grid as the model's (a latent source's
+    tokens cover VAE factor x patch pixels); a probe reads a class that is in the tokens, and not one that is not."""
+    from training.semantic import NUM_CLASSES
+    from training.token_probes import block_tokens, probe_scores
+
+    pipe = tiny.source_pipeline()
+    tokens, labels = block_tokens(pipe, n_images=3, sigma=0.5, resolution=64, batch=2)
+    assert list(tokens) == ["refiner"] + [f"block {i}" for i in range(len(pipe.transformer.layers))]
+    assert labels.shape == (3, 16)  # 64 px / (VAE factor 8 x patch 2) = 4 x 4 tokens
+    assert all(t.shape[:2] == (3, 16) for t in tokens.values())
+    assert (labels < 3).any() and (labels >= 3).any()  # backgrounds and objects
+    torch.manual_seed(0)
+    classes = torch.randint(NUM_CLASSES, (48, 16))
+    readable = torch.nn.functional.one_hot(classes, 32).float() + 0.1 * torch.randn(48, 16, 32)
+    scores = probe_scores(readable, classes, n_train=32)
+    assert scores["all"] == 1.0 and scores["objects"] == 1.0 and scores["object_colour"] == 1.0
+    unreadable = probe_scores(torch.randn(48, 16, 32), classes, n_train=32)
+    assert unreadable["objects"] < 0.3
+
+
 def test_corpora_load_through_datasets_as_imagefolder_or_parquet_with_aspect_buckets(tmp_path):
     from datasets import Dataset, Image as ImageFeature
     from PIL import Image

@@ -4,6 +4,7 @@
     python -m training.evaluate toy-curve runs/toy/source --base runs/toy/source-init --prompts 100 --out docs/eval/curve
     python -m training.evaluate vae assets/tiny-source/vae --out docs/eval/vae   # reconstruction PSNR + pictures
     python -m training.evaluate denoise assets/tiny-l2p --out docs/eval/denoise  # one-step denoising PSNR per sigma
+    python -m training.evaluate probe assets/tiny-l2p --out docs/eval/probe  # what each block's tokens know (linear probes)
     python -m training.evaluate geneval PIPELINE --out outputs/geneval   # GenEval's folder layout
     python -m training.evaluate dpg PIPELINE --out outputs/dpg           # DPG-Bench's 2x2 grids
 
@@ -287,11 +288,12 @@ def evaluate_dpg(folder, out, steps: int | None = None, guidance: float | None =
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmark", choices=["toy", "toy-curve", "vae", "denoise", "geneval", "dpg"])
+    parser.add_argument("benchmark", choices=["toy", "toy-curve", "vae", "denoise", "probe", "geneval", "dpg"])
     parser.add_argument("pipeline", help="a ZImagePipeline or L2PPipeline folder (toy-curve: a training run folder; "
                                          "vae: an AutoencoderKL folder)")
     parser.add_argument("--base", help="toy-curve: the pipeline folder the run's checkpoints are loaded into")
-    parser.add_argument("--checkpoint", help="denoise: a checkpoint-* folder of a run laid over the pipeline's DiT")
+    parser.add_argument("--checkpoint", help="denoise, probe: a checkpoint-* folder of a run laid over the pipeline's DiT")
+    parser.add_argument("--sigma", type=float, default=0.5, help="probe: the noise level of the probed renders")
     parser.add_argument("--out", required=True)
     parser.add_argument("--prompts", type=int, default=300, help="toy: number of prompts")
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED,
@@ -322,6 +324,13 @@ def main(argv=None):
         for level in result["levels"]:
             print(f"sigma {level['sigma']:.3f}: x0_hat {level['psnr_db']:5.1f} dB (x_t {level['psnr_db_noisy']:5.1f}), "
                   f"objects {level['psnr_db_objects']:5.1f} dB, object colour error {level['object_colour_error']:.3f}")
+    elif args.benchmark == "probe":
+        from .token_probes import evaluate_token_probes
+
+        result = evaluate_token_probes(args.pipeline, args.checkpoint, args.sigma, out=args.out)
+        for name, scores in result["blocks"].items():
+            print(f"{name:>8}: all {scores['all']:.3f}, objects {scores['objects']:.3f} (colour {scores['object_colour']:.3f}, "
+                  f"found {scores['objects_found']:.3f})")
     elif args.benchmark == "geneval":
         evaluate_geneval(args.pipeline, args.out, steps=args.steps, guidance=args.guidance, size=args.size)
     else:
