@@ -184,9 +184,9 @@ def validate(config: TrainConfig) -> None:
         validate_growth(m)
     if m.freeze_policy not in POLICIES:
         raise ConfigError(f"model.freeze_policy must be one of {list(POLICIES)}, got {m.freeze_policy!r}")
-    if config.flow.align_weight and not (m.kind == "pixel" and m.init == "source"):
-        raise ConfigError("flow.align_weight needs model.kind: pixel and model.init: source (the source's DiT gives the "
-                          "tokens the frozen middle blocks expect)")
+    if config.flow.align_weight and not (m.kind == "pixel" and m.init == "source" and m.n_shallow >= 1):
+        raise ConfigError("flow.align_weight needs model.kind: pixel, model.init: source and model.n_shallow >= 1 (the "
+                          "source's DiT gives the tokens its frozen middle blocks expect after the retrained front blocks)")
     if m.prediction_type not in PREDICTION_TYPES:
         raise ConfigError(f"model.prediction_type must be one of {list(PREDICTION_TYPES)}, got {m.prediction_type!r}")
     source = Path(m.source)
