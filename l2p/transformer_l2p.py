@@ -70,10 +70,10 @@ class L2PTransformer2DModel(ZImageTransformer2DModel):
             A model trained from scratch has none: n_shallow >= n_layers / 2.
         prediction_type: what the Detailer Head's output means. "velocity" (the release): it is the model's
             output, x0 - noise. "sample": it is the clean image x0, and the model returns (x0 - x_t) / sigma,
-            the same x0 - noise (so the loss, the sampler and the pipeline are unchanged). The toy scale uses it:
-            its DiT (width 256) is narrower than a 16-px patch (768 values) and its head's full-resolution
-            levels have 8 channels, too few to carry the noise that a velocity contains; the clean image is
-            low-dimensional, and x_t brings the noise exactly (JiT, Li & He 2025, "Back to Basics").
+            the same x0 - noise (so the loss, the sampler and the pipeline are unchanged). JiT (Li & He 2025,
+            "Back to Basics") found it the better choice where the network is narrower than a patch, as the toy's
+            width-256 DiT is against a 16-px patch's 768 values; tried at toy scale, it removed the grain but
+            blurred the objects away, so the embedded model keeps velocity (docs/results.md).
     """
 
     _supports_gradient_checkpointing = True

@@ -341,7 +341,7 @@ def test_corpora_load_through_datasets_as_imagefolder_or_parquet_with_aspect_buc
 
 
 def test_merge_push_to_hub_offline_writes_everything_and_says_how_to_push(source_dir, tmp_path):
-    """(Trained with the head predicting x0, the toy's choice: the merged pipeline keeps it in its config.)"""
+    """(Trained with the head predicting x0, a config value, not a tensor: the merged pipeline keeps it.)"""
     last = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "run", max_steps=2, ema_decay=0.5, log_with="none",
                                                               **{"model.prediction_type": "sample"})))
     scores = tmp_path / "scores.json"

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from l2p.latents import standardise_latents
+from l2p.sizes import pixels_per_token
 from l2p.toyworld import layout_prompt
 
 from .checkpoints import load_trained
@@ -35,11 +36,15 @@ def block_tokens(pipe, n_images: int, sigma: float, resolution: int, batch: int 
     """{block name: (n_images, tokens, dim)} image tokens after each block, and (n_images, tokens) their labels."""
     model = pipe.transformer.eval()
     vae = getattr(pipe, "vae", None)
-    patch = model.config.patch_size if vae is None else model.config.all_patch_size[0] * 2 ** (len(vae.config.block_out_channels) - 1)
-    grid = resolution // patch
+    grid = resolution // pixels_per_token(pipe)
     captured: dict[str, list[torch.Tensor]] = {}
+
+    def keep(name):
+        def hook(module, inputs, output):  # the sequence starts with the image tokens, row-major
+            captured.setdefault(name, []).append(output[:, : grid * grid].float())
+        return hook
+
     blocks = [("refiner", model.noise_refiner[-1])] + [(f"block {i}", block) for i, block in enumerate(model.layers)]
-    keep = lambda name: lambda module, inputs, output: captured.setdefault(name, []).append(output[:, : grid * grid].float())  # noqa: E731
     handles = [block.register_forward_hook(keep(name)) for name, block in blocks]
     labels = []
     generator = torch.Generator().manual_seed(PROBE_SEED)
