@@ -176,8 +176,11 @@ def _generate(request: Request):
                 note = DEMO.vocabulary_note(request.prompt)
                 yield (results.captioned_images(event), event.seed,
                        results.generate_details(event) + (f"\n\n{note}" if note else ""), None)
-    except DemoError as error:
-        raise gr.Error(str(error)) from None
+    except Exception as error:
+        yield skip, skip, skip, None  # a run that failed was not stopped: see `stopped`
+        if isinstance(error, DemoError):
+            raise gr.Error(str(error)) from None
+        raise
 
 
 def compare(
@@ -230,8 +233,11 @@ def compare(
                 yield skip, event.image, skip, skip, skip, skip, skip, event.seed, results.progress_line(event), *hr, skip
             else:
                 yield *_compare_outputs(event), None
-    except DemoError as error:
-        raise gr.Error(str(error)) from None
+    except Exception as error:
+        yield *(skip,) * (9 + len(hr)), None  # a run that failed was not stopped: see `stopped`
+        if isinstance(error, DemoError):
+            raise gr.Error(str(error)) from None
+        raise
 
 
 def _compare_outputs(result):
@@ -257,8 +263,8 @@ def example(prompt: str):
 
 
 def stopped(progress):
-    """After Stop: where the run stopped, in both tabs' messages, and no stale preview, image or seed (nothing
-    changes when no run was going)."""
+    """After a run: if Stop ended it (its progress is still set: runs that finish or fail reset it), where it
+    stopped, in both tabs' messages, and no stale preview, image or seed."""
     if progress is None:
         return (gr.skip(),) * len(stop_outputs)
     line = results.stopped_line(progress)
@@ -418,8 +424,11 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
     compare_button.click(lambda: gr.Tabs(selected="compare"), None, tabs, queue=False, api_visibility="private")
     stop_outputs = [images, seed_used, details, slider, source_image, pixel_image, compare_seed, compare_summary,
                     *hr_outputs[:1], progress]
-    stop_button.click(stopped, progress, stop_outputs, cancels=[generate_event, compare_event], queue=False,
-                      api_visibility="private")
+    stop_button.click(None, None, None, cancels=[generate_event, compare_event], queue=False, api_visibility="private")
+    # The page keeps applying a stopped run's messages until its cancel request returns, and only then starts
+    # what follows the run: the stopped line goes there, or a preview still on its way would overwrite it.
+    for run_event in (generate_event, compare_event):
+        run_event.then(stopped, progress, stop_outputs, queue=False, api_visibility="private", show_progress="hidden")
 
     cost_inputs = [aspect_ratio, steps, guidance, source_steps, source_guidance]
     gr.on([c.change for c in cost_inputs], preset_table, cost_inputs, presets_table, queue=False,

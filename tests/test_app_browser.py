@@ -137,6 +137,8 @@ def test_stop_says_where_it_stopped_and_clears_the_stale_preview(app_url, screen
         assert "took" not in details.inner_text()  # it was stopped before it finished
         assert " of 100." in details.inner_text()
         expect(page.locator("#images img")).to_have_count(0, timeout=10_000)  # the stale preview is gone
+        page.wait_for_timeout(1000)  # and no preview still on its way when Stop was clicked brings it back
+        assert details.inner_text().startswith("Stopped at step") and page.locator("#images img").count() == 0
         page.screenshot(path=screenshots / "stopped.png", full_page=True)
         # The next run goes ahead as usual (once the page has heard that the stopped one ended: until then Gradio
         # ignores a second click on a running event's button).
