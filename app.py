@@ -157,30 +157,36 @@ def generate(
         The images (a gallery of PNGs, each captioned with its seed and carrying its own settings), the first
         image's seed, and a line about the run.
     """
-    yield from _generate(Request.of(GENERATE_FIELDS, (prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed,
-                                                      randomize_seed, rope, shift, dype_lambda_s, dype_lambda_t, width,
-                                                      height, num_images)))
+    yield from _page_run(_generate(Request.of(GENERATE_FIELDS, (
+        prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed, randomize_seed, rope, shift, dype_lambda_s,
+        dype_lambda_t, width, height, num_images))))
+
+
+def _page_run(outputs):
+    """A run's outputs as the page takes them: when the run fails, the progress state is reset first (a failed run
+    was not stopped: see `stopped`), and the demo's own errors are shown as Gradio errors."""
+    try:
+        yield from outputs
+    except Exception as error:
+        yield {progress: None}
+        if isinstance(error, DemoError):
+            raise gr.Error(str(error)) from None
+        raise
 
 
 def _generate(request: Request):
     """Generate's outputs: images, seed, details, and the run's progress (a State Stop reads; None when done)."""
     skip = gr.skip()
-    try:
-        for event in DEMO.queued(request, "generate", generate_on_device):
-            if isinstance(event, Waiting):
-                yield skip, skip, results.progress_line(event), event
-            elif isinstance(event, Preview):  # its image is None for short runs (l2p.demo.runs.PREVIEW_MIN_RUN_S)
-                images = skip if event.image is None else [event.image]
-                yield images, skip, results.progress_line(event), dataclasses.replace(event, image=None)
-            else:
-                note = DEMO.vocabulary_note(request.prompt)
-                yield (results.captioned_images(event), event.seed,
-                       results.generate_details(event) + (f"\n\n{note}" if note else ""), None)
-    except Exception as error:
-        yield skip, skip, skip, None  # a run that failed was not stopped: see `stopped`
-        if isinstance(error, DemoError):
-            raise gr.Error(str(error)) from None
-        raise
+    for event in DEMO.queued(request, "generate", generate_on_device):
+        if isinstance(event, Waiting):
+            yield skip, skip, results.progress_line(event), event
+        elif isinstance(event, Preview):  # its image is None for short runs (l2p.demo.runs.PREVIEW_MIN_RUN_S)
+            images = skip if event.image is None else [event.image]
+            yield images, skip, results.progress_line(event), dataclasses.replace(event, image=None)
+        else:
+            note = DEMO.vocabulary_note(request.prompt)
+            yield (results.captioned_images(event), event.seed,
+                   results.generate_details(event) + (f"\n\n{note}" if note else ""), None)
 
 
 def compare(
@@ -217,27 +223,25 @@ def compare(
         the images' radially averaged power spectra, the seed used, and a summary; where an HR model is served,
         also its image and crop (None at sizes other than its native one).
     """
-    request = Request.of(COMPARE_FIELDS, (prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed,
-                                          randomize_seed, rope, shift, dype_lambda_s, dype_lambda_t, width, height,
-                                          source_steps, source_guidance))
+    yield from _page_run(_compare(Request.of(COMPARE_FIELDS, (
+        prompt, negative_prompt, preset, aspect_ratio, steps, guidance, seed, randomize_seed, rope, shift, dype_lambda_s,
+        dype_lambda_t, width, height, source_steps, source_guidance))))
+
+
+def _compare(request: Request):
+    """Compare's outputs (see `_compare_outputs`), then the run's progress (a State Stop reads; None when done)."""
     skip = gr.skip()
     hr = (skip, skip) if HAS_HR else ()  # the HR model's image and crop
-    try:
-        for event in DEMO.queued(request, "compare", compare_on_device):
-            if isinstance(event, Waiting):
-                yield skip, skip, skip, skip, skip, skip, skip, skip, results.progress_line(event), *hr, event
-            elif isinstance(event, Preview):
-                yield (skip, skip, skip, skip, skip, skip, skip, skip, results.progress_line(event), *hr,
-                       dataclasses.replace(event, image=None))
-            elif isinstance(event, SourceDone):
-                yield skip, event.image, skip, skip, skip, skip, skip, event.seed, results.progress_line(event), *hr, skip
-            else:
-                yield *_compare_outputs(event), None
-    except Exception as error:
-        yield *(skip,) * (9 + len(hr)), None  # a run that failed was not stopped: see `stopped`
-        if isinstance(error, DemoError):
-            raise gr.Error(str(error)) from None
-        raise
+    for event in DEMO.queued(request, "compare", compare_on_device):
+        if isinstance(event, Waiting):
+            yield skip, skip, skip, skip, skip, skip, skip, skip, results.progress_line(event), *hr, event
+        elif isinstance(event, Preview):
+            yield (skip, skip, skip, skip, skip, skip, skip, skip, results.progress_line(event), *hr,
+                   dataclasses.replace(event, image=None))
+        elif isinstance(event, SourceDone):
+            yield skip, event.image, skip, skip, skip, skip, skip, event.seed, results.progress_line(event), *hr, skip
+        else:
+            yield *_compare_outputs(event), None
 
 
 def _compare_outputs(result):
@@ -259,7 +263,7 @@ def _compare_outputs(result):
 
 def example(prompt: str):
     """An example at the model's native size with a fixed seed, so its cached result is reproducible."""
-    yield from _generate(DEMO.example_request(prompt))
+    yield from _page_run(_generate(DEMO.example_request(prompt)))
 
 
 def stopped(progress):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from l2p.latents import standardise_latents
 from l2p.sizes import pixels_per_token
-from l2p.toyworld import layout_prompt
+from l2p.toyworld import BACKGROUNDS, SHAPES, layout_prompt
 
 from .checkpoints import load_trained
 from .files import atomic_file
@@ -79,12 +79,16 @@ def probe_scores(tokens: torch.Tensor, labels: torch.Tensor, n_train: int) -> di
     with torch.no_grad():
         predicted = probe(x[n:]).argmax(1)
     truth = y[n:]
-    objects = truth >= 3  # classes 0-2 are the backgrounds, then 3 + 3 * colour + shape
-    colour = lambda classes: (classes - 3) // 3  # noqa: E731
+    first_object = len(BACKGROUNDS)  # the classes are the backgrounds, then one per colour x shape (training.semantic)
+    objects = truth >= first_object
+
+    def colour(classes):
+        return (classes - first_object) // len(SHAPES)
+
     return {"all": (predicted == truth).float().mean().item(),
             "objects": (predicted[objects] == truth[objects]).float().mean().item(),
             "object_colour": (colour(predicted[objects]) == colour(truth[objects])).float().mean().item(),
-            "objects_found": (predicted[objects] >= 3).float().mean().item()}
+            "objects_found": (predicted[objects] >= first_object).float().mean().item()}
 
 
 def evaluate_token_probes(folder, checkpoint=None, sigma: float = 0.5, n_train: int = 512, n_test: int = 128,
