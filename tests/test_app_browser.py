@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from browser.chromium import browser_page, missing_reason
+from browser.chromium import browser_page, enter_number, missing_reason
 from browser.server import REPO, save_tiny_models, serve_app
 from l2p.sampling import read_sampling
 
@@ -96,9 +96,7 @@ def test_compare_at_the_hr_size_shows_the_native_hr_model_beside_the_other_two(a
         for slider in ("#steps", "#source-steps"):
             before = summary.inner_text()
             steps = page.locator(f"{slider} input[type=number]")
-            steps.fill("4")
-            steps.press("Enter")
-            expect(steps).to_have_value("4")
+            enter_number(steps, "4")
             expect(summary).not_to_have_text(before, timeout=10_000)
         page.locator("#compare").click()
         page.get_by_text("in all").first.wait_for(timeout=TIMEOUT_MS)
@@ -124,9 +122,7 @@ def test_stop_says_where_it_stopped_and_clears_the_stale_preview(app_url, screen
         steps = page.locator("#steps input[type=number]")
         summary = page.locator("p", has_text="This run:")
         before = summary.inner_text()
-        steps.fill("100")
-        steps.press("Enter")
-        expect(steps).to_have_value("100")
+        enter_number(steps, "100")
         # The page has taken the new steps once its run line's estimate has moved (100 steps, ~5x the default).
         expect(summary).not_to_have_text(before, timeout=10_000)
         page.locator("#generate").click()

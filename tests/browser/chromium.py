@@ -43,3 +43,22 @@ def browser_page(width: int = 1400, height: int = 1000):
                 context.close()
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def enter_number(field, value: str, tries: int = 3) -> None:
+    """Type `value` into a Gradio number box and press Enter, until the box holds it. On a loaded machine the page
+    can re-render a slider's box with its old value just after the typing (seen once right after the Settings
+    accordion opened), so the typing is repeated; the box must hold the value in the end."""
+    from playwright.sync_api import expect
+
+    for _ in range(tries - 1):
+        field.fill(value)
+        field.press("Enter")
+        try:
+            expect(field).to_have_value(value, timeout=3000)
+            return
+        except AssertionError:
+            continue
+    field.fill(value)
+    field.press("Enter")
+    expect(field).to_have_value(value)
