@@ -501,3 +501,48 @@ def test_token_alignment_targets_the_sources_tokens_at_the_block_and_trains_only
     with pytest.raises(ConfigError, match="flow.align_weight"):
         validate(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "bad", **{"flow.align_weight": 1.0,
                                                                                                   "model.init": "scratch"})))
+
+
+def test_standardised_head_input_trains_on_unit_channels_and_checkpoints_the_plain_convolution(source_dir, tmp_path):
+    """model.standardize_head_input: the first batch sets each DiT feature channel's mean and scale, the bottleneck
+    then sees unit channels, and what a checkpoint holds is the plain convolution computing the same function;
+    a resumed run keeps the measured statistics."""
+    from accelerate import Accelerator
+
+    from training.head_input import StandardizedHeadInput
+    from training.train import Trainer
+
+    config = load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "run", **{"model.standardize_head_input": "true"}))
+    trainer = Trainer(config, Accelerator(cpu=True))
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    assert not trainer.head_input.measured
+    trainer.train_step()
+    assert trainer.head_input.measured and (model.local_decoder.feature_scale > 0).all()
+
+    torch.manual_seed(1)
+    image, t = torch.randn(2, 3, 64, 64), torch.tensor([0.3, 0.7])
+    captions = [torch.randn(5, tiny.TEXT_DIM), torch.randn(7, tiny.TEXT_DIM)]
+    raw, seen = [], []
+    model.local_decoder.register_forward_pre_hook(lambda module, inputs: raw.append(inputs[1]))  # (image, features)
+    model.local_decoder.bottleneck[0].register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0]))
+    model.local_decoder.feature_mean.copy_(torch.linspace(-40, 40, model.config.dim))  # a loud offset channel, as measured
+    model.local_decoder.feature_scale.copy_(torch.logspace(-1, 1, model.config.dim))
+    model.eval()
+    with torch.no_grad():
+        expected = model(image, t, captions).sample
+    mean, scale = (model.local_decoder.feature_mean.view(1, -1, 1, 1), model.local_decoder.feature_scale.view(1, -1, 1, 1))
+    torch.testing.assert_close(seen[0][:, trainer.head_input.offset:], (raw[0] - mean) / scale)
+
+    plain = L2PTransformer2DModel.from_config(model.config).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("local_decoder.feature_")})
+    plain.load_state_dict(trainer.trainable_state(), strict=False)  # exactly what checkpoint files hold
+    with torch.no_grad():
+        torch.testing.assert_close(plain(image, t, captions).sample, expected, rtol=1e-4, atol=1e-4)
+
+    resumed = L2PTransformer2DModel.from_config(model.config)
+    StandardizedHeadInput(resumed)
+    resumed.load_state_dict(model.state_dict())  # accelerate's resume restores the buffers with the model
+    assert torch.equal(resumed.local_decoder.feature_scale, model.local_decoder.feature_scale)
+    with pytest.raises(ConfigError, match="standardize_head_input"):
+        validate(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "bad", **{"model.standardize_head_input": "true",
+                                                                                                  "ema_decay": 0.9})))
