@@ -53,6 +53,7 @@ def environment():
         (["model.prediction_type=epsilon"], "model.prediction_type"),
         (["model.colour=red"], "model.colour"),
         (["optim.lr=fast"], "optim.lr"),
+        (["optim.decay_steps=7"], "optim.decay_steps"),
         (["log_with=comet"], "log_with"),
         (["data.kind=dataset"], "data.path"),
     ],
@@ -239,7 +240,7 @@ def test_summary_compares_what_runs_trained_and_their_losses_at_common_steps(sou
     assert "| transfer | source | 1 |" in table and "| scratch | scratch | all |" in table
 
 
-def test_cosine_schedule_warms_up_then_decays_to_a_tenth():
+def test_schedules_warm_up_then_hold_decay_to_a_tenth_or_end_with_a_linear_decay():
     from training.train import OptimConfig, learning_rate
 
     optim = OptimConfig(lr=1.0, warmup_steps=10, schedule="cosine")
@@ -247,6 +248,9 @@ def test_cosine_schedule_warms_up_then_decays_to_a_tenth():
     assert learning_rate(optim, 50, 100) == pytest.approx(0.55)
     assert learning_rate(optim, 100, 100) == pytest.approx(0.1)
     assert learning_rate(OptimConfig(lr=1.0), 70, 100) == 1.0  # constant, the release's recipe
+    # A decay over the last steps: the same rates as the constant run before them, then linearly to zero.
+    decaying = OptimConfig(lr=1.0, decay_steps=40)
+    assert [learning_rate(decaying, step, 100) for step in (0, 60, 80, 99)] == pytest.approx([1.0, 1.0, 0.5, 0.025])
 
 
 def test_two_cpu_processes_synthesize_disjoint_shards_and_train(source_dir, tmp_path):

@@ -105,6 +105,10 @@ class OptimConfig:
     # "constant" after warm-up (the release's recipe) or "cosine" down to a tenth at max_steps: short runs,
     # like the toy source's, end better when the last steps take small ones.
     schedule: str = "constant"
+    # The last `decay_steps` steps of the run take the rate linearly down to zero from what the schedule gives
+    # (warm-up, stable, decay): a constant-rate run resumed with a higher max_steps and this set ends with small
+    # steps, yet shares every earlier step with the run it continues. 0: no decay.
+    decay_steps: int = 0
     batch_size: int = 1  # per process and forward pass
     # Micro-batches of `batch_size` a step: a process's step sees batch_size x gradient_accumulation_steps items.
     gradient_accumulation_steps: int = 1
@@ -169,6 +173,8 @@ def learning_rate(optim: OptimConfig, step: int, max_steps: int) -> float:
     rate = optim.lr * min(1.0, (step + 1) / optim.warmup_steps) if optim.warmup_steps else optim.lr
     if optim.schedule == "cosine":
         rate *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / max_steps, 1.0)))
+    if optim.decay_steps:
+        rate *= min(1.0, (max_steps - step) / optim.decay_steps)
     return rate
 
 
@@ -213,6 +219,8 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"data.path: corpus {d.path!r} is missing (no metadata.jsonl); run training.synthesize first")
     if config.optim.schedule not in ("constant", "cosine"):
         raise ConfigError(f"optim.schedule must be 'constant' or 'cosine', got {config.optim.schedule!r}")
+    if not 0 <= config.optim.decay_steps <= config.max_steps:
+        raise ConfigError(f"optim.decay_steps must be between 0 and max_steps ({config.max_steps}), got {config.optim.decay_steps}")
     if not config.optim.new_module_lr_scale > 0:
         raise ConfigError(f"optim.new_module_lr_scale must be positive, got {config.optim.new_module_lr_scale!r}")
     if config.mixed_precision not in MIXED_PRECISIONS:
