@@ -48,7 +48,6 @@ from .config import ConfigError, parse_command_line, to_dict
 from .data import DatasetCorpus, ToyCorpus, step_rng
 from .files import atomic_file
 from .flow import flow_matching_loss, noised, predict, sigma_grid
-from .head_input import StandardizedHeadInput
 from .initialization import adaln_zero_init
 from .precision import MIXED_PRECISIONS, resolve_mixed_precision
 from .semantic import SemanticProbe, token_labels
@@ -72,9 +71,6 @@ class ModelConfig:
     n_shallow: int = 5
     # pixel: what the Detailer Head predicts, "velocity" (the release) or "sample" (x0; L2PTransformer2DModel)
     prediction_type: str = "velocity"
-    # pixel: train the Detailer Head's bottleneck on per-channel standardised DiT features, folded back into its
-    # convolution in every checkpoint (training.head_input); off: the release's recipe.
-    standardize_head_input: bool = False
     freeze_policy: str = "release"
     gradient_checkpointing: bool = False
     # The frozen text encoder's dtype: "bfloat16" halves its memory (8 GB instead of 16 for Z-Image's Qwen3-4B).
@@ -197,9 +193,6 @@ def validate(config: TrainConfig) -> None:
     if config.flow.align_weight and not (m.kind == "pixel" and m.init == "source" and m.n_shallow >= 1):
         raise ConfigError("flow.align_weight needs model.kind: pixel, model.init: source and model.n_shallow >= 1 (the "
                           "source's DiT gives the tokens its frozen middle blocks expect after the retrained front blocks)")
-    if m.standardize_head_input and (m.kind != "pixel" or config.ema_decay):
-        raise ConfigError("model.standardize_head_input needs model.kind: pixel and no EMA (ema_decay: 0): the EMA's "
-                          "weights would be kept in the standardised space")
     if m.prediction_type not in PREDICTION_TYPES:
         raise ConfigError(f"model.prediction_type must be one of {list(PREDICTION_TYPES)}, got {m.prediction_type!r}")
     source = Path(m.source)
@@ -306,9 +299,6 @@ class Trainer:
                 self.trainable = sum(p.numel() for p in self.model.parameters())
             else:
                 self.trainable = freeze_for_transfer(self.model, m.n_shallow, m.freeze_policy)
-        self.head_input = None
-        if m.standardize_head_input:
-            self.head_input = StandardizedHeadInput(self.model, lambda tensor: accelerator.reduce(tensor, reduction="mean"))
         self.alignment = None
         if config.flow.align_weight:  # the source DiT stays, frozen, to give the tokens the middle blocks expect
             self.alignment = SourceAlignment(self.model, self.source.transformer, m.n_shallow - 1).to(accelerator.device)
@@ -451,10 +441,7 @@ class Trainer:
     def trainable_state(self) -> dict[str, torch.Tensor]:
         # Gathered whole from every process (a no-op copy unless the model is sharded); every process calls it.
         state = self.accelerator.get_state_dict(self.model)
-        if not state:
-            return {}
-        trained = {name: state[name].detach().cpu().contiguous() for name in self.names}
-        return self.head_input.fold(trained) if self.head_input is not None else trained
+        return {name: state[name].detach().cpu().contiguous() for name in self.names} if state else {}
 
     def save_checkpoint(self) -> Path:
         meta = {"step": self.step, "config": to_dict(self.config)}
