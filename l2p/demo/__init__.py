@@ -32,6 +32,7 @@ Modules, one concept each:
 | module | holds |
 | --- | --- |
 | `config` | `DemoConfig`: the settings above |
+| `check` | the start-up check behind `python app.py --check`, which builds no page (and imports no Gradio) |
 | `loading` | loading the models once (configured, else embedded; the optional HR model) and the cost model (`l2p.bench.costs`) |
 | `presets` | resolution presets, aspect ratios, RoPE choices and the `Geometry` of a loaded pair |
 | `plan` | `Request`, and `Plan`: a request resolved once (problems, size, RoPE strategies, estimates for all its images) |
@@ -46,6 +47,7 @@ Modules, one concept each:
 """
 
 from .analysis import detail_box, high_frequency_share, matching_crops, radial_power_spectrum
+from .check import check, configure_logging
 from .config import DemoConfig
 from .errors import Cancelled, DemoError, MissingAssets
 from .loading import BUILD_COMMAND, LoadedModels, load_cost_model, load_models
@@ -71,7 +73,7 @@ from .service import Demo
 __all__ = [
     "ASPECT_RATIOS", "BUILD_COMMAND", "HR", "COMPARE_FIELDS", "GENERATE_FIELDS", "GUIDANCE_RANGE", "MAX_SEED", "NATIVE",
     "DYPE_RANGE", "IMAGES_RANGE", "PRESETS", "PRESET_HEADERS", "PREVIEW_INTERVAL_S", "ROPE_CHOICES", "SHIFT_RANGE", "STEPS_RANGE", "Cancelled", "CompareResult",
-    "Demo", "DemoConfig", "DemoError", "GenerateResult", "Geometry", "LoadedModels", "MissingAssets", "Plan",
+    "check", "configure_logging", "Demo", "DemoConfig", "DemoError", "GenerateResult", "Geometry", "LoadedModels", "MissingAssets", "Plan",
     "Preview", "ProgressPacer", "Request", "SourceDone", "Waiting", "detail_box",
     "format_bytes", "format_estimate", "format_seconds", "high_frequency_share", "image_size",
     "is_native", "load_cost_model", "load_models", "matching_crops", "preset_label",
