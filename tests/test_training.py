@@ -105,8 +105,9 @@ def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(source_d
     assert not list(straight.parent.glob(".checkpoint-*"))
 
 
-def test_two_process_run_killed_and_resumed_ends_bit_identical(source_dir, tmp_path):
-    args = {"ema_decay": 0.9, "log_with": "none"}
+def test_two_process_run_killed_and_resumed_ends_bit_identical(source_dir, two_process_corpus, tmp_path):
+    # On the corpus two processes synthesized: two-process training also reads an imagefolder corpus.
+    args = {"ema_decay": 0.9, "log_with": "none", "data.kind": "imagefolder", "data.path": two_process_corpus}
     straight = subprocess.run(LAUNCH + ["training.train", *pixel_overrides(source_dir, tmp_path / "straight", **args)],
                               cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=300)
     assert straight.returncode == 0, straight.stderr[-3000:]
@@ -253,31 +254,30 @@ def test_schedules_warm_up_then_hold_decay_to_a_tenth_or_end_with_a_linear_decay
     assert [learning_rate(decaying, step, 100) for step in (0, 60, 80, 99)] == pytest.approx([1.0, 1.0, 0.5, 0.025])
 
 
-def test_two_cpu_processes_synthesize_disjoint_shards_and_train(source_dir, tmp_path):
+@pytest.fixture(scope="module")
+def two_process_corpus(source_dir, tmp_path_factory):
+    """A corpus synthesized by two processes under accelerate (5 prompts x 2 seeds at 64 px)."""
     from training.prompts import toy_prompts
 
-    prompts = tmp_path / "prompts.jsonl"
+    work = tmp_path_factory.mktemp("two-process-corpus")
+    prompts, corpus = work / "prompts.jsonl", work / "corpus"
     assert toy_prompts(5, seed=0, out=prompts) == 5
-    corpus = tmp_path / "corpus"
-    launch = LAUNCH
     synth = subprocess.run(
-        launch + ["training.synthesize", f"source={source_dir}", f"prompts={prompts}", f"output_dir={corpus}",
+        LAUNCH + ["training.synthesize", f"source={source_dir}", f"prompts={prompts}", f"output_dir={corpus}",
                   "seeds_per_prompt=2", "height=64", "width=64", "steps=2", "batch_size=2", "threads=1"],
         cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=300,
     )
     assert synth.returncode == 0, synth.stderr[-3000:]
+    return corpus
+
+
+def test_two_cpu_processes_synthesize_disjoint_shards(two_process_corpus):
+    corpus = two_process_corpus
     shards = [set((corpus / f"rendered-by-process-{rank}.txt").read_text().split()) for rank in range(2)]
     records = [json.loads(line) for line in (corpus / "metadata.jsonl").read_text().splitlines()]
     assert len(records) == 10 and shards[0] and shards[1]
     assert shards[0].isdisjoint(shards[1]) and shards[0] | shards[1] == {r["file_name"] for r in records}
     assert all((corpus / r["file_name"]).is_file() for r in records)
-
-    train = subprocess.run(
-        launch + ["training.train", *pixel_overrides(source_dir, tmp_path / "run", max_steps=2, **{"data.kind": "imagefolder", "data.path": corpus})],
-        cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=300,
-    )
-    assert train.returncode == 0, train.stderr[-3000:]
-    assert (tmp_path / "run" / "checkpoint-0000002" / "trainable.safetensors").is_file()
 
 
 def test_vae_evaluation_measures_how_much_the_shipped_vae_widens_borders(tmp_path):
