@@ -51,14 +51,12 @@ def enter_number(field, value: str, tries: int = 3) -> None:
     accordion opened), so the typing is repeated; the box must hold the value in the end."""
     from playwright.sync_api import expect
 
-    for _ in range(tries - 1):
+    for attempt in range(tries):
         field.fill(value)
         field.press("Enter")
         try:
             expect(field).to_have_value(value, timeout=3000)
             return
         except AssertionError:
-            continue
-    field.fill(value)
-    field.press("Enter")
-    expect(field).to_have_value(value)
+            if attempt == tries - 1:
+                raise
