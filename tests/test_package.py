@@ -43,7 +43,7 @@ def test_installed_package_loads_the_embedded_model_outside_the_repo(tmp_path):
     """`pip install` of a copy of what ships (pyproject, README, l2p/), then a fresh interpreter elsewhere."""
     source = tmp_path / "src"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "l2p", source / "l2p", ignore=shutil.ignore_patterns("__pycache__"))
     site = tmp_path / "site"
@@ -52,6 +52,8 @@ def test_installed_package_loads_the_embedded_model_outside_the_repo(tmp_path):
         check=True, capture_output=True, text=True,
     )
     assert (site / "l2p" / "pipeline_l2p.py").is_file() and not (site / "training").exists()
+    (metadata,) = site.glob("l2p-*.dist-info/METADATA")
+    assert "License-Expression: Apache-2.0" in metadata.read_text()  # the same licence as the Space card's
     script = f"""
 import torch, l2p
 from l2p import L2PPipeline

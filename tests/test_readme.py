@@ -40,3 +40,6 @@ def test_space_front_matter_is_valid_yaml_with_what_spaces_read():
     assert card["sdk"] == "gradio" and card["app_file"] == "app.py" and len(card["short_description"]) <= 60
     assert card["preload_from_hub"] and card["startup_duration_timeout"] and "text-to-image" in card["tags"]
     assert card["sdk_version"].startswith("6.")  # requirements.txt: gradio>=6.31,<7
+    # The Space's licence is the package's (pyproject.toml), and the repository ships its text.
+    assert card["license"] == "apache-2.0" and 'license = "Apache-2.0"' in (README.parent / "pyproject.toml").read_text()
+    assert "Apache License" in (README.parent / "LICENSE").read_text()
