@@ -189,6 +189,14 @@ def test_frozen_middle_stays_frozen_and_merge_writes_a_loadable_release_file(sou
     assert scaled["rope"] == "pi" and plain["rope"] is None and scaled["size"] == [128, 128]
     with pytest.raises(ValueError, match="applies to L2P pipelines"):
         evaluate_toy(ROOT / "assets" / "tiny-source", n_prompts=1, rope="pi")
+    # A sampling shift for the evaluation only: recorded with the scores, a different noise schedule (so different
+    # images), and refused for a latent folder, whose pipeline takes none per call.
+    default, shifted = (evaluate_toy(tmp_path / "pipeline", n_prompts=4, steps=2, shift=shift) for shift in (None, 0.5))
+    assert shifted["shift"] == 0.5 and default["shift"] is None
+    assert shifted["edge_width_px"] != pytest.approx(default["edge_width_px"])
+    assert evaluate_checkpoints(tmp_path / "run", tmp_path / "pipeline", n_prompts=4, steps=2, shift=0.5)[-1]["edge_width_px"] == pytest.approx(shifted["edge_width_px"])
+    with pytest.raises(ValueError, match="applies to L2P pipelines"):
+        evaluate_toy(ROOT / "assets" / "tiny-source", n_prompts=1, shift=1.0)
     # One-step denoising with the checkpoint laid over the merged pipeline is the merged pipeline's own; laid
     # over a model it does not belong to, it is refused.
     from training.evaluate import evaluate_denoising

@@ -103,10 +103,11 @@ def measure(images: list[Image.Image], prompts: list[str]) -> dict[str, float]:
 
 def evaluate_toy(folder, n_prompts: int = 300, seed: int = HELD_OUT_SEED, steps: int | None = None, guidance: float | None = None,
                  size: int | None = None, out: str | Path | None = None, quantize: str | None = None,
-                 rope: str | None = None) -> dict:
+                 rope: str | None = None, shift: float | None = None) -> dict:
     """Toy GenEval: one image per prompt, prompt i with seed `seed + i`, scored by the toy evaluator; the size,
     steps and guidance are the folder's `sampling.json` unless given; `quantize`: see `load_pipeline`; `rope`: a
-    pixel model's RoPE strategy past its trained grid (l2p.rope: pi, ntk, yarn, dype; None: plain positions)."""
+    pixel model's RoPE strategy past its trained grid (l2p.rope: pi, ntk, yarn, dype; None: plain positions);
+    `shift`: a pixel model's sampling shift for this evaluation (None: its scheduler's, the release's 3)."""
     pipe = load_pipeline(folder, quantize)
     if rope is not None and not isinstance(pipe, L2PPipeline):
         raise ValueError(f"--rope applies to L2P pipelines; {folder} holds a {type(pipe).__name__}")
@@ -115,11 +116,12 @@ def evaluate_toy(folder, n_prompts: int = 300, seed: int = HELD_OUT_SEED, steps:
     prompts = [prompt for _, prompt in pairs]
     started = time.time()
     options = {"rope_scaling": rope} if rope is not None else {}
+    options.update(shift_option(folder, pipe, shift))
     images = generate(pipe, prompts, [seed + i for i in range(len(prompts))], settings, **options)
     result = measure(images, prompts)
     result.update(pipeline=str(folder), prompts=len(prompts), seed=seed, steps=settings.num_inference_steps,
                   size=[settings.width, settings.height], guidance=settings.guidance_scale, seconds=round(time.time() - started, 1),
-                  quantize=quantize, rope=rope)
+                  quantize=quantize, rope=rope, shift=shift)
     if out is not None:
         out = Path(out)
         with atomic_file(out / "scores.json", "w") as stream:
@@ -129,14 +131,25 @@ def evaluate_toy(folder, n_prompts: int = 300, seed: int = HELD_OUT_SEED, steps:
     return result
 
 
+def shift_option(folder, pipe, shift: float | None) -> dict:
+    """The pipeline argument for a sampling shift other than the scheduler's: only L2P's pipeline takes one per call."""
+    if shift is None:
+        return {}
+    if not isinstance(pipe, L2PPipeline):
+        raise ValueError(f"--shift applies to L2P pipelines; {folder} holds a {type(pipe).__name__}")
+    return {"shift": shift}
+
+
 def evaluate_checkpoints(run, base, n_prompts: int = 100, seed: int = HELD_OUT_SEED, steps: int | None = None,
-                         guidance: float | None = None, out: str | Path | None = None, every: int = 1) -> list[dict]:
+                         guidance: float | None = None, out: str | Path | None = None, every: int = 1,
+                         shift: float | None = None) -> list[dict]:
     """Toy score against training step: the `base` pipeline with each checkpoint's trained tensors in turn.
 
     `base` holds everything a checkpoint does not: for the latent source its components folder (every DiT
     tensor is trained), for a transfer the merged pipeline (the frozen middle blocks are the source's)."""
     pipe = load_pipeline(base)
     settings = run_settings(base, pipe, steps, guidance)
+    options = shift_option(base, pipe, shift)
     chosen = [folder for folder in checkpoints(run) if checkpoint_step(folder) % every == 0]
     if not chosen:
         raise FileNotFoundError(f"no checkpoint-* folders (at multiples of {every} steps) in {run}")
@@ -146,12 +159,12 @@ def evaluate_checkpoints(run, base, n_prompts: int = 100, seed: int = HELD_OUT_S
     rows = []
     for folder in chosen:
         load_trained(pipe.transformer, folder)
-        result = measure(generate(pipe, prompts, seeds, settings), prompts)
+        result = measure(generate(pipe, prompts, seeds, settings, **options), prompts)
         rows.append({"step": checkpoint_step(folder), **result})
         print(json.dumps(rows[-1]), flush=True)
     if out is not None:
         with atomic_file(Path(out) / "curve.json", "w") as stream:
-            json.dump({"run": str(run), "base": str(base), "prompts": n_prompts, "seed": seed, **settings.as_kwargs(),
+            json.dump({"run": str(run), "base": str(base), "prompts": n_prompts, "seed": seed, **settings.as_kwargs(), "shift": shift,
                        "curve": rows}, stream, indent=1)
     return rows
 
@@ -302,6 +315,8 @@ def main(argv=None):
     parser.add_argument("--guidance", type=float, default=None,
                         help="in L2P's convention (1 = off); default: the folder's sampling.json (2.0 without one)")
     parser.add_argument("--size", type=int, default=None, help="a square side; default: the folder's sampling.json")
+    parser.add_argument("--shift", type=float, default=None,
+                        help="toy, toy-curve: a pixel model's sampling shift (default: its scheduler's, the release's 3)")
     parser.add_argument("--every", type=int, default=1, help="toy-curve: only checkpoints at multiples of this step")
     parser.add_argument("--rope", choices=[s for s in STRATEGIES if s], default=None,
                         help="toy: a pixel model's RoPE strategy past its trained grid (default: plain positions)")
@@ -310,13 +325,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.benchmark == "toy":
         result = evaluate_toy(args.pipeline, args.prompts, args.seed, args.steps, args.guidance, args.size, args.out,
-                              args.quantize, args.rope)
+                              args.quantize, args.rope, args.shift)
         print(json.dumps(result, indent=1))
     elif args.benchmark == "toy-curve":
         if not args.base:
             parser.error("toy-curve needs --base, the pipeline folder the checkpoints belong to")
         evaluate_checkpoints(args.pipeline, args.base, args.prompts, args.seed, args.steps, args.guidance, args.out,
-                             args.every)
+                             args.every, args.shift)
     elif args.benchmark == "vae":
         print(json.dumps(evaluate_vae(args.pipeline, resolution=args.size, out=args.out), indent=1))
     elif args.benchmark == "denoise":
