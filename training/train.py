@@ -46,7 +46,6 @@ from .alignment import SourceAlignment
 from .checkpoints import latest_checkpoint
 from .config import ConfigError, parse_command_line, to_dict
 from .data import DatasetCorpus, ToyCorpus, step_rng
-from .embedder_fit import fit_rgb_embedder
 from .files import atomic_file
 from .flow import flow_matching_loss, noised, predict, sigma_grid
 from .initialization import adaln_zero_init
@@ -73,10 +72,6 @@ class ModelConfig:
     # pixel: what the Detailer Head predicts, "velocity" (the release) or "sample" (x0; L2PTransformer2DModel)
     prediction_type: str = "velocity"
     freeze_policy: str = "release"
-    # pixel, init source: the RGB embedder "default" (fresh, as the release) or "vae_fit" (the source's latent
-    # embedder composed with a linear RGB -> latent fit on `embedder_fit_images` corpus images; training.embedder_fit)
-    embedder_init: str = "default"
-    embedder_fit_images: int = 256
     gradient_checkpointing: bool = False
     # The frozen text encoder's dtype: "bfloat16" halves its memory (8 GB instead of 16 for Z-Image's Qwen3-4B).
     text_encoder_dtype: str = "float32"
@@ -193,10 +188,6 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"model.init must be 'source', 'scratch' or 'pixel', got {m.init!r}")
     if m.init == "pixel":
         validate_growth(m)
-    if m.embedder_init not in ("default", "vae_fit"):
-        raise ConfigError(f"model.embedder_init must be 'default' or 'vae_fit', got {m.embedder_init!r}")
-    if m.embedder_init == "vae_fit" and not (m.kind == "pixel" and m.init == "source" and m.embedder_fit_images > 0):
-        raise ConfigError("model.embedder_init: vae_fit needs model.kind: pixel, model.init: source and model.embedder_fit_images > 0")
     if m.freeze_policy not in POLICIES:
         raise ConfigError(f"model.freeze_policy must be one of {list(POLICIES)}, got {m.freeze_policy!r}")
     if config.flow.align_weight and not (m.kind == "pixel" and m.init == "source" and m.n_shallow >= 1):
@@ -288,12 +279,6 @@ class Trainer:
             m.source, dtype={"text_encoder": getattr(torch, m.text_encoder_dtype), "default": torch.float32})
         for module in (self.source.text_encoder, self.source.vae, self.source.transformer):
             module.requires_grad_(False).eval()
-        d = config.data  # first: the embedder fit (model.embedder_init) reads the corpus
-        if d.kind == "toy":
-            self.corpus = ToyCorpus(d.resolution, seed=config.seed, pool_size=d.pool_size)
-        else:
-            self.corpus = DatasetCorpus(d.path, d.resolution**2, self.multiple, seed=config.seed, split=d.split,
-                                        image_column=d.image_column, caption_column=d.caption_column, seed_column=d.seed_column)
         torch.manual_seed(config.seed)  # the fresh embedder and head start the same in every process
         if m.kind == "latent":
             # The toy source: a DiT of the architecture the source folder declares, fresh or the folder's own.
@@ -313,8 +298,6 @@ class Trainer:
                 self.model.load_state_dict(fresh.state_dict())  # every parameter still requires grad
                 self.trainable = sum(p.numel() for p in self.model.parameters())
             else:
-                if m.embedder_init == "vae_fit":
-                    self.fit_embedder()
                 self.trainable = freeze_for_transfer(self.model, m.n_shallow, m.freeze_policy)
         self.alignment = None
         if config.flow.align_weight:  # the source DiT stays, frozen, to give the tokens the middle blocks expect
@@ -344,20 +327,15 @@ class Trainer:
         self.source.text_encoder.to(accelerator.device)
         self.source.vae.to(accelerator.device)
         self.sigmas = sigma_grid(config.flow.grid_steps, config.flow.shift)
+        d = config.data
+        if d.kind == "toy":
+            self.corpus = ToyCorpus(d.resolution, seed=config.seed, pool_size=d.pool_size)
+        else:
+            self.corpus = DatasetCorpus(d.path, d.resolution**2, self.multiple, seed=config.seed, split=d.split,
+                                        image_column=d.image_column, caption_column=d.caption_column, seed_column=d.seed_column)
         self.text_cache: dict[str, torch.Tensor] = {}
         self.latent_cache: dict[str, torch.Tensor] = {}
         self.step = 0
-
-    def fit_embedder(self) -> None:
-        """model.embedder_init: vae_fit (training.embedder_fit), on one fixed batch of the corpus: the same images,
-        and so the same fitted embedder, in every process."""
-        m, size = self.config.model, 32
-        items = self.corpus.batch(step=0, rank=0, batch_size=m.embedder_fit_images)
-        batches = (torch.stack([to_tensor(item.load()) for item in items[i : i + size]]) for i in range(0, len(items), size))
-        fit = fit_rgb_embedder(self.model, self.source.transformer, self.source.vae, batches)
-        if self.accelerator.is_main_process:
-            print(f"embedder fitted to the source's tokens on {fit['images']} images: ridge {fit['ridge']:.3g}, "
-                  f"{fit['explained_variance']:.1%} of the latents' variance explained", flush=True)
 
     @property
     def multiple(self) -> int:
