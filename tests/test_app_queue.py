@@ -42,13 +42,15 @@ def test_a_burst_of_ten_with_a_queue_of_three_refuses_the_excess(client):
 def test_waiting_visitors_see_the_runs_ahead_and_the_apps_own_estimate(client):
     """Runs wait in the app's own queue, and each waiting one is told what is ahead of it, from this app's
     estimates (not Gradio's average over past events)."""
-    jobs = [client.submit(prompt="a red circle", steps=40, seed=1, randomize_seed=False, api_name="/generate")]
+    # The first run must still be going when the other two arrive: 100 steps (the most) is ~3 s even on a CPU with
+    # bf16 units, where 40 steps were over before the third run came (seen: its "Waiting" line never appeared).
+    jobs = [client.submit(prompt="a red circle", steps=100, seed=1, randomize_seed=False, api_name="/generate")]
     deadline = time.monotonic() + 60
     while jobs[0].status().code.name != "ITERATING" and time.monotonic() < deadline:
         time.sleep(0.1)
     for seed in (2, 3):
         jobs.append(client.submit(prompt="a blue square", steps=2, seed=seed, randomize_seed=False, api_name="/generate"))
-        time.sleep(0.5)  # in this order
+        time.sleep(0.25)  # in this order
     finished = [job.result(timeout=240) for job in jobs]
     lines = [[output[2] for output in job.outputs()] for job in jobs]
     waits = [[line for line in job_lines if line.startswith("Waiting")] for job_lines in lines]
