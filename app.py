@@ -409,13 +409,14 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
                                 "up to 0.5 cycles per pixel. A VAE decoder loses the right-hand (high-frequency) end.")
             visit = gr.State([])  # this visitor's images (l2p.demo.history.Entry), per browser session
             history_gallery = gr.Gallery(label="This visit's images (choose one to reuse its settings)", columns=6,
-                                         fit_columns=False, height="auto", allow_preview=False, interactive=False,
+                                         fit_columns=False, height=240, allow_preview=False, interactive=False,
                                          format="png",
                                          elem_id="history")
             history_note = gr.Markdown("", elem_id="history-note")
     presets_table = gr.Dataframe(
         preset_table("1:1", DEFAULTS.steps, DEFAULTS.guidance, DEFAULTS.source_steps, DEFAULTS.source_guidance),
-        headers=PRESET_HEADERS, interactive=False, label="Every preset on this hardware, at this aspect ratio (estimates)",
+        headers=PRESET_HEADERS, interactive=False, elem_id="presets",
+        label="Every preset on this hardware, at this aspect ratio (estimates, rescaled by what the runs here measure)",
     )
     progress = gr.State(None)  # the running run's last Preview (l2p.demo.Preview, without its image), for Stop's message
     gr.Examples([[p] for p in DEMO.examples], inputs=[prompt], outputs=[images, seed_used, details, progress], fn=example,
@@ -450,15 +451,21 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
     stop_button.click(None, None, None, cancels=[generate_event, compare_event], queue=False, api_visibility="private")
     # The page keeps applying a stopped run's messages until its cancel request returns, and only then starts
     # what follows the run: the stopped line goes there, or a preview still on its way would overwrite it.
+    cost_inputs = [aspect_ratio, steps, guidance, source_steps, source_guidance]
+    summary_inputs = [preset, aspect_ratio, steps, guidance, rope, source_steps, source_guidance, width, height, num_images]
     for run_event in (generate_event, compare_event):
         run_event.then(stopped, progress, stop_outputs, queue=False, api_visibility="private", show_progress="hidden")
+        # Each run rescales this machine's later estimates (l2p.demo.plan): the run line and the preset table show
+        # them at once, not only when a setting next changes.
+        run_event.then(run_summary, summary_inputs, summary, queue=False, api_visibility="private", show_progress="hidden")
+        run_event.then(preset_table, cost_inputs, presets_table, queue=False, api_visibility="private",
+                       show_progress="hidden")
 
-    cost_inputs = [aspect_ratio, steps, guidance, source_steps, source_guidance]
-    gr.on([c.change for c in cost_inputs], preset_table, cost_inputs, presets_table, queue=False,
+    # A new visitor gets the estimates as they stand now, not as they stood when the page was built.
+    gr.on([demo.load, *(c.change for c in cost_inputs)], preset_table, cost_inputs, presets_table, queue=False,
           api_visibility="private", show_progress="hidden")
     prompt.change(DEMO.vocabulary_note, prompt, vocabulary, queue=False, api_visibility="private", show_progress="hidden")
-    summary_inputs = [preset, aspect_ratio, steps, guidance, rope, source_steps, source_guidance, width, height, num_images]
-    gr.on([c.change for c in summary_inputs], run_summary, summary_inputs, summary, queue=False,
+    gr.on([demo.load, *(c.change for c in summary_inputs)], run_summary, summary_inputs, summary, queue=False,
           api_visibility="private", show_progress="hidden")
 
 demo.queue(max_size=CONFIG.max_queue, default_concurrency_limit=CONFIG.concurrency)
