@@ -39,9 +39,9 @@ STEPS = 2
 GIB = 2**30
 
 
-def synthetic_costs(memory_limit=2 * GIB, per_token_s=1e-6):
+def synthetic_costs(memory_limit=2 * GIB, per_token_s=1e-6, extra_records=(), hr_rule=(4096, 64)):
     """A deterministic cost model: 1 ms + 1 µs (`per_token_s`) per token a step; 100 MB + 100 bytes per pixel at
-    the peak."""
+    the peak; `extra_records` (e.g. a "pixel_hr" measurement, with the `hr_rule` it was measured under) besides."""
     records = []
     for pipeline in ("pixel", "source"):
         for side in (128, 256, 512):
@@ -51,7 +51,8 @@ def synthetic_costs(memory_limit=2 * GIB, per_token_s=1e-6):
                 peak_memory_bytes=int(1e8 + 100 * side * side), vae_decode_s=1e-3 if pipeline == "source" else None,
                 pixels_per_token=16,
             ))
-    return CostModel.from_records(records, memory_limit_bytes=memory_limit, device="test")
+    return CostModel.from_records([*records, *extra_records], memory_limit_bytes=memory_limit, device="test",
+                                  hr_rule=hr_rule)
 
 
 @pytest.fixture(scope="module")

@@ -120,6 +120,23 @@ def test_the_estimates_and_the_time_limit_count_the_third_run(assets, demo):
     assert without.problems(dataclasses.replace(request, preset="custom", width=512, height=512), "compare") == {}
 
 
+def test_a_benchmark_that_measured_this_hr_model_at_its_size_gives_its_estimate(demo):
+    """`python -m l2p.bench --pixel-hr FOLDER` measures the HR model at its native size: there that measurement is
+    the estimate, not the upper bound scaled from the 1x model; at sizes it did not measure, the bound stays."""
+    hr_record = dict(pipeline="pixel_hr", width=512, height=512, step_s=5e-4, text_encode_s=0.01,
+                     peak_memory_bytes=int(1.2e8), pixels_per_token=64, patch_size=64)
+    base = synthetic_costs()
+    measured = synthetic_costs(extra_records=[hr_record], hr_rule=(512, 64))
+    bound = Demo(demo.models, demo.config, base, "synthetic").estimate("hr", 512, 512, 30, 2.0)
+    with_hr = Demo(demo.models, demo.config, measured, "synthetic")
+    estimate = with_hr.estimate("hr", 512, 512, 30, 2.0)
+    assert estimate.seconds == pytest.approx(measured.estimate("pixel_hr", 512, 512, 30, cfg=True).seconds)
+    assert estimate.seconds < bound.seconds and estimate.peak_memory_bytes == int(1.2e8)
+    # Not measured at 1024 px (and the release's rule would give patch 128 there, not this model's 64): the bound.
+    assert with_hr.estimate("hr", 1024, 1024, 30, 2.0).seconds == pytest.approx(
+        Demo(demo.models, demo.config, base, "synthetic").estimate("hr", 1024, 1024, 30, 2.0).seconds)
+
+
 def test_without_an_hr_model_nothing_changes(demo):
     bare = Demo(dataclasses.replace(demo.models, hr=None, hr_name=None), demo.config, synthetic_costs(), "synthetic")
     assert [value for _, value in bare.preset_choices()] == [*PRESETS, "custom"]

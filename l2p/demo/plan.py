@@ -181,8 +181,10 @@ class Planner:
         return costs.estimate(name, width, height, int(steps), cfg=float(guidance) > 1.0)
 
     def _fitted_hr(self, width: int, height: int, steps, guidance):
-        """The HR model's cost, scaled from the 1x pixel model's fit (no cost model here measures the loaded HR
-        model: the benchmark's "pixel_hr" follows the release's patch rule, not necessarily this model's).
+        """The HR model's cost: the benchmark's own "pixel_hr" measurement where it was taken at this size with
+        this model's patch (`python -m l2p.bench --pixel-hr FOLDER` measures a trained HR folder at its native
+        size); elsewhere scaled from the 1x pixel model's fit, as below (the benchmark's "pixel_hr" follows the
+        release's patch rule, and one measured size says nothing of how its cost grows).
 
         With f = HR patch / 1x patch, the HR model at width x height runs the DiT on the token grid the 1x model
         has at width/f x height/f, and its Detailer Head over f² times those pixels, through a head no wider at
@@ -193,8 +195,13 @@ class Planner:
         same DiT). Its peak memory is the 1x model's at the full size (the same full-resolution activations, f²
         fewer tokens). All err high, so the time limit never lets a three-way Compare through that it should
         refuse."""
+        from ..bench.cases import hr_patch_size
         from ..bench.costs import Estimate
 
+        measured = self.costs.pipelines.get("pixel_hr")
+        if (measured is not None and (width, height) in measured.measured_sizes
+                and hr_patch_size(width, height, *measured.hr_rule) == self.geometry.hr_patch_size):
+            return self.costs.estimate("pixel_hr", width, height, int(steps), cfg=float(guidance) > 1.0)
         f = self.geometry.hr_patch_size / self.geometry.patch_size
         small = (max(1, round(width / f)), max(1, round(height / f)))
         run, encode = (self._fitted("pixel", *small, count, guidance) for count in (steps, 0))
