@@ -449,10 +449,10 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
     stop_outputs = [images, seed_used, details, slider, source_image, pixel_image, compare_seed, compare_summary,
                     *hr_outputs[:1], progress]
     stop_button.click(None, None, None, cancels=[generate_event, compare_event], queue=False, api_visibility="private")
-    # The page keeps applying a stopped run's messages until its cancel request returns, and only then starts
-    # what follows the run: the stopped line goes there, or a preview still on its way would overwrite it.
     cost_inputs = [aspect_ratio, steps, guidance, source_steps, source_guidance]
     summary_inputs = [preset, aspect_ratio, steps, guidance, rope, source_steps, source_guidance, width, height, num_images]
+    # The page keeps applying a stopped run's messages until its cancel request returns, and only then starts
+    # what follows the run: the stopped line goes there, or a preview still on its way would overwrite it.
     for run_event in (generate_event, compare_event):
         run_event.then(stopped, progress, stop_outputs, queue=False, api_visibility="private", show_progress="hidden")
         # Each run rescales this machine's later estimates (l2p.demo.plan): the run line and the preset table show

@@ -23,6 +23,9 @@ pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"no browser to driv
 # Every image matched by a selector has finished loading.
 LOADED = "selector => [...document.querySelectorAll(selector)].every(img => img.complete && img.naturalWidth > 0)"
 PROMPT = "a red circle and a blue square"
+TIMEOUT_MS = 180_000
+
+
 def seconds(text: str) -> float:
     """'815 ms' or '1.6 s' as seconds."""
     number, unit = text.split()
@@ -34,7 +37,6 @@ def native_generate_estimate(page) -> float:
     visible text: preset, size, native or zero-shot, Generate time, ...)."""
     lines = [line.strip() for line in page.locator("#presets").inner_text().splitlines() if line.strip()]
     return seconds(lines[lines.index("Native") + 3])
-TIMEOUT_MS = 180_000
 
 
 @pytest.fixture(scope="module")
