@@ -51,6 +51,8 @@ def environment():
         (["model.source=/nonexistent/source"], "model.source"),
         (["model.n_shallow=3"], "model.n_shallow"),
         (["model.prediction_type=epsilon"], "model.prediction_type"),
+        (["model.also_frozen=[layers]"], "model.also_frozen"),
+        (["model.init=scratch", "model.also_frozen=[t_embedder]"], "model.also_frozen"),
         (["model.colour=red"], "model.colour"),
         (["optim.lr=fast"], "optim.lr"),
         (["optim.decay_steps=7"], "optim.decay_steps"),

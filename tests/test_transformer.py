@@ -6,6 +6,7 @@ from accelerate import init_empty_weights
 
 import tiny
 from l2p import L2PTransformer2DModel, freeze_for_transfer
+from l2p.transfer import PARTS
 
 RELEASE_HEAD_SHAPES = {
     "enc1.0": (64, 3, 3, 3), "enc2.0": (128, 64, 3, 3), "enc3.0": (256, 128, 3, 3), "enc4.0": (512, 256, 3, 3),
@@ -61,6 +62,23 @@ def test_freeze_rejects_bad_arguments():
     with pytest.raises(ValueError, match="unknown freeze policy"):
         freeze_for_transfer(model, policy="everything")
     assert freeze_for_transfer(model, n_shallow=2) == sum(p.numel() for p in model.parameters())
+
+
+def test_also_frozen_parts_stop_training_on_top_of_either_policy():
+    model = tiny.pixel_transformer()
+    parts = [name for name, _ in model.named_children() if name != "layers"]
+    assert sorted(PARTS) == sorted(parts + [name for name, _ in model.named_parameters(recurse=False)])
+    text_and_time = ["cap_embedder", "context_refiner", "cap_pad_token", "t_embedder"]
+    release = freeze_for_transfer(model, n_shallow=1)
+    fewer = freeze_for_transfer(model, n_shallow=1, also_frozen=text_and_time)
+    in_parts = [p for name, p in model.named_parameters() if name.split(".")[0] in text_and_time]
+    assert release - fewer == sum(p.numel() for p in in_parts)
+    assert not any(p.requires_grad for p in in_parts)
+    assert all(p.requires_grad for p in model.noise_refiner.parameters())  # the rest of the policy stands
+    paper = freeze_for_transfer(model, n_shallow=1, policy="paper", also_frozen=["local_decoder"])
+    assert not any(p.requires_grad for p in model.local_decoder.parameters()) and paper > 0
+    with pytest.raises(ValueError, match=r"cannot freeze \['layers'\]"):
+        freeze_for_transfer(model, also_frozen=["layers"])
 
 
 def test_from_source_copies_matching_tensors_exactly_and_initialises_the_rest():

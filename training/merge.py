@@ -75,11 +75,12 @@ def training_section(state: dict, trained: set[str], model: L2PTransformer2DMode
     count = sum(parameters[name].numel() for name in trained)
     total = sum(tensor.numel() for tensor in parameters.values())
     accumulation = o.get("gradient_accumulation_steps", 1)
+    also_frozen = f" and {', '.join(m['also_frozen'])} frozen" if m.get("also_frozen") else ""
     lines = [
         "## Training",
         "",
         f"Trained with the l2p repository's `training.train` for **{step} steps** from `{m['source']}` "
-        f"(init: {m['init']}; freeze policy {m['freeze_policy']}, n_shallow {m['n_shallow']}): {count:,} of "
+        f"(init: {m['init']}; freeze policy {m['freeze_policy']}{also_frozen}, n_shallow {m['n_shallow']}): {count:,} of "
         f"{total:,} parameters trained ({count / total:.0%}), on `{config['data'].get('path') or config['data']['kind']}`.",
         "",
         f"- Loss: velocity MSE, {f['grid_steps']}-point sigma grid shifted by {f['shift']}",

@@ -38,7 +38,7 @@ from l2p.device import cpu_has_bf16_units
 from l2p.high_resolution import grow_for_high_resolution, growth_channels
 from l2p.latents import standardise_latents
 from l2p.toyworld import layout_prompt
-from l2p.transfer import POLICIES
+from l2p.transfer import PARTS, POLICIES
 from l2p.transformer_l2p import PREDICTION_TYPES
 
 from . import checkpoints
@@ -72,6 +72,8 @@ class ModelConfig:
     # pixel: what the Detailer Head predicts, "velocity" (the release) or "sample" (x0; L2PTransformer2DModel)
     prediction_type: str = "velocity"
     freeze_policy: str = "release"
+    # init: source: parts outside the blocks (l2p.transfer.PARTS) frozen on top of the policy, for ablations
+    also_frozen: list[str] = field(default_factory=list)
     gradient_checkpointing: bool = False
     # The frozen text encoder's dtype: "bfloat16" halves its memory (8 GB instead of 16 for Z-Image's Qwen3-4B).
     text_encoder_dtype: str = "float32"
@@ -190,6 +192,10 @@ def validate(config: TrainConfig) -> None:
         validate_growth(m)
     if m.freeze_policy not in POLICIES:
         raise ConfigError(f"model.freeze_policy must be one of {list(POLICIES)}, got {m.freeze_policy!r}")
+    if m.also_frozen and not (m.kind == "pixel" and m.init == "source"):
+        raise ConfigError("model.also_frozen applies to the transfer (model.kind: pixel, model.init: source)")
+    if unknown := sorted(set(m.also_frozen) - set(PARTS)):
+        raise ConfigError(f"model.also_frozen: {unknown} are not among the model's parts outside its blocks {list(PARTS)}")
     if config.flow.align_weight and not (m.kind == "pixel" and m.init == "source" and m.n_shallow >= 1):
         raise ConfigError("flow.align_weight needs model.kind: pixel, model.init: source and model.n_shallow >= 1 (the "
                           "source's DiT gives the tokens its frozen middle blocks expect after the retrained front blocks)")
@@ -298,7 +304,7 @@ class Trainer:
                 self.model.load_state_dict(fresh.state_dict())  # every parameter still requires grad
                 self.trainable = sum(p.numel() for p in self.model.parameters())
             else:
-                self.trainable = freeze_for_transfer(self.model, m.n_shallow, m.freeze_policy)
+                self.trainable = freeze_for_transfer(self.model, m.n_shallow, m.freeze_policy, m.also_frozen)
         self.alignment = None
         if config.flow.align_weight:  # the source DiT stays, frozen, to give the tokens the middle blocks expect
             self.alignment = SourceAlignment(self.model, self.source.transformer, m.n_shallow - 1).to(accelerator.device)
