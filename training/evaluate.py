@@ -5,6 +5,7 @@
     python -m training.evaluate vae assets/tiny-source/vae --out docs/eval/vae   # reconstruction PSNR + pictures
     python -m training.evaluate denoise assets/tiny-l2p --out docs/eval/denoise  # one-step denoising PSNR per sigma
     python -m training.evaluate probe assets/tiny-l2p --out docs/eval/probe  # what each block's tokens know (linear probes)
+    python -m training.evaluate binding assets/tiny-l2p --out docs/eval/binding  # do the prompt's colour words move the objects?
     python -m training.evaluate geneval PIPELINE --out outputs/geneval   # GenEval's folder layout
     python -m training.evaluate dpg PIPELINE --out outputs/dpg           # DPG-Bench's 2x2 grids
 
@@ -301,11 +302,11 @@ def evaluate_dpg(folder, out, steps: int | None = None, guidance: float | None =
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmark", choices=["toy", "toy-curve", "vae", "denoise", "probe", "geneval", "dpg"])
+    parser.add_argument("benchmark", choices=["toy", "toy-curve", "vae", "denoise", "probe", "binding", "geneval", "dpg"])
     parser.add_argument("pipeline", help="a ZImagePipeline or L2PPipeline folder (toy-curve: a training run folder; "
                                          "vae: an AutoencoderKL folder)")
     parser.add_argument("--base", help="toy-curve: the pipeline folder the run's checkpoints are loaded into")
-    parser.add_argument("--checkpoint", help="denoise, probe: a checkpoint-* folder of a run laid over the pipeline's DiT")
+    parser.add_argument("--checkpoint", help="denoise, probe, binding: a checkpoint-* folder of a run laid over the pipeline's DiT")
     parser.add_argument("--sigma", type=float, default=0.5, help="probe: the noise level of the probed renders")
     parser.add_argument("--out", required=True)
     parser.add_argument("--prompts", type=int, default=300, help="toy: number of prompts")
@@ -346,6 +347,15 @@ def main(argv=None):
         for name, scores in result["blocks"].items():
             print(f"{name:>8}: all {scores['all']:.3f}, objects {scores['objects']:.3f} (colour {scores['object_colour']:.3f}, "
                   f"found {scores['objects_found']:.3f})")
+    elif args.benchmark == "binding":
+        from .prompt_binding import evaluate_prompt_binding
+
+        result = evaluate_prompt_binding(args.pipeline, args.checkpoint, size=args.size, seed=args.seed, out=args.out)
+        for level in result["levels"]:
+            print(f"sigma {level['sigma']:.2f}: object colour error {level['object_colour_error']:.3f} "
+                  f"(colours swapped {level['object_colour_error_swapped']:.3f}, gain {level['colour_word_gain']:+.3f} "
+                  f"+- {level['colour_word_gain_se']:.3f}), "
+                  f"colour-word shift {level['colour_word_shift']:.3f}")
     elif args.benchmark == "geneval":
         evaluate_geneval(args.pipeline, args.out, steps=args.steps, guidance=args.guidance, size=args.size)
     else:
