@@ -217,11 +217,40 @@ def masked_psnr(estimate: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
     return 10 * torch.log10(mask.sum() / (error * mask).sum().clamp_min(1e-12)).item()
 
 
+def objects_mean_colour(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, C) each image's mean colour over its object pixels (`mask`: (B, 1, H, W) booleans)."""
+    return (images * mask).sum((2, 3)) / mask.sum((2, 3)).clamp_min(1)
+
+
 def object_colour_error(estimate: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
     """Mean absolute difference (in [-1, 1] units, per channel) between each image's mean colour over its
     objects in the estimate and in the render: whether the named colours come out, whatever the shapes."""
-    area = mask.sum((2, 3)).clamp_min(1)
-    return ((estimate.clamp(-1, 1) * mask).sum((2, 3)) / area - (target * mask).sum((2, 3)) / area).abs().mean().item()
+    return (objects_mean_colour(estimate.clamp(-1, 1), mask) - objects_mean_colour(target, mask)).abs().mean().item()
+
+
+def caption_features(pipe, prompts: list[str]) -> list[torch.Tensor]:
+    """The prompts' text features as the DiT takes them, in float32, without a guidance pair. The pipeline gets a
+    copy of the list: Z-Image's `encode_prompt` writes its chat template into the list it is given."""
+    features, _ = pipe.encode_prompt(list(prompts), device="cpu", do_classifier_free_guidance=False)
+    return [f.float() for f in features]
+
+
+def in_model_space(pipe, images: torch.Tensor) -> torch.Tensor:
+    """Renders as the pipeline's DiT denoises them: pixels, or a latent source's standardised VAE latents."""
+    vae = getattr(pipe, "vae", None)
+    return images if vae is None else standardise_latents(vae, vae.encode(images).latent_dist.mode())
+
+
+def to_pixels(pipe, x: torch.Tensor) -> torch.Tensor:
+    """The inverse of `in_model_space`: a latent source's latents decoded through its VAE; pixels as they are."""
+    vae = getattr(pipe, "vae", None)
+    return x if vae is None else vae.decode(destandardise_latents(vae, x)).sample
+
+
+def one_step_estimate(pipe, x_t: torch.Tensor, sigma: float, captions) -> torch.Tensor:
+    """x0_hat = x_t + sigma * the DiT's prediction (x0 - noise, `training.flow`), in the model's own space."""
+    t = torch.full((len(x_t),), 1.0 - sigma)
+    return x_t + sigma * predict(pipe.transformer, x_t, t, captions, latent=getattr(pipe, "vae", None) is not None)
 
 
 def evaluate_denoising(folder, checkpoint=None, n_images: int = 32, sigmas=DENOISE_SIGMAS, seed: int = HELD_OUT_SEED,
@@ -231,8 +260,8 @@ def evaluate_denoising(folder, checkpoint=None, n_images: int = 32, sigmas=DENOI
     For each sigma: x_t = (1 - sigma) x0 + sigma noise; the DiT's prediction (x0 - noise, `training.flow`) gives
     x0_hat = x_t + sigma * prediction, scored as PSNR against the render beside the PSNR of x_t itself (doing
     nothing), as PSNR over the objects alone (off the background: where the toy's content is), and as the
-    error of the objects' mean colour. Low sigmas say whether a model removes the last of the noise (a pixel model that cannot leaves
-    grain), high sigmas whether it knows what to draw. A latent source is noised and scored through its VAE
+    error of the objects' mean colour. Low sigmas say whether a model removes the last of the noise (a pixel
+    model that cannot leaves grain), high sigmas whether it knows what to draw. A latent source is noised and scored through its VAE
     (encode, noise the standardised latent, decode x0_hat), so its numbers include the VAE's floor; a pixel
     model is noised in pixels. `checkpoint`: a checkpoint-* folder of a run laid over the folder's DiT."""
     pipe = load_pipeline(folder)
@@ -244,23 +273,18 @@ def evaluate_denoising(folder, checkpoint=None, n_images: int = 32, sigmas=DENOI
     generator = torch.Generator().manual_seed(seed)
     rows = []
     with torch.no_grad():
-        captions, _ = pipe.encode_prompt(prompts, device="cpu", do_classifier_free_guidance=False)
-        captions = [c.float() for c in captions]
-        vae = getattr(pipe, "vae", None)
-        clean = images if vae is None else standardise_latents(vae, vae.encode(images).latent_dist.mode())
+        captions = caption_features(pipe, prompts)
+        clean = in_model_space(pipe, images)
         for sigma in sigmas:
             noise = torch.randn(clean.shape, generator=generator)
             x_t = noised(clean, noise, torch.full((n_images,), sigma))
-            t = torch.full((n_images,), 1.0 - sigma)
-            estimate, noisy = x_t + sigma * predict(pipe.transformer, x_t, t, captions, latent=vae is not None), x_t
-            if vae is not None:
-                estimate, noisy = (vae.decode(destandardise_latents(vae, z)).sample for z in (estimate, noisy))
+            estimate, noisy = to_pixels(pipe, one_step_estimate(pipe, x_t, sigma, captions)), to_pixels(pipe, x_t)
             rows.append({"sigma": sigma, "psnr_db": psnr(estimate, images).mean().item(),
                          "psnr_db_noisy": psnr(noisy, images).mean().item(),
                          "psnr_db_objects": masked_psnr(estimate, images, objects),
                          "object_colour_error": object_colour_error(estimate, images, objects)})
     result = {"pipeline": str(folder), "checkpoint": None if checkpoint is None else str(checkpoint),
-              "space": "pixels" if vae is None else "latents (scored after the VAE decode)",
+              "space": "pixels" if getattr(pipe, "vae", None) is None else "latents (scored after the VAE decode)",
               "images": n_images, "resolution": resolution, "seed": seed, "levels": rows}
     if out is not None:
         with atomic_file(Path(out) / "denoising.json", "w") as stream:

@@ -1,15 +1,15 @@
 """Whether a model's colours come from the prompt: one-step estimates under the prompt and under its colours swapped.
 
 Held-out toy renders of prompts that name colours (the grammar's `colors` and `color_attr` forms) are noised to
-each sigma (a latent source in its VAE's latent space, a pixel model in pixels) and denoised in one step twice
-with the same noise: once with the render's own prompt and once with every colour word replaced by another palette colour (`swap_colours`). Per sigma it reports how far the objects'
-mean colour moves between the two estimates (`colour_word_shift`, per channel in [-1, 1] units) and how much
-nearer the render's own colours the true prompt puts them (`colour_word_gain`: the swapped prompt's object colour
-error minus the true prompt's, with its standard error over the renders). A model that binds the prompt's colours
-to its objects has a clear gain at the high sigmas where a sampling run lays out the picture; one that reads its
-colours off the noise in x_t has none, and its samples draw shapes in colours that follow the noise. It takes a
-minute, where the toy score needs a sampling run of hundreds of prompts and stays at its floor until a model draws
-whole objects.
+each sigma (a latent source in its VAE's latent space, a pixel model in pixels) and denoised in one step twice with
+the same noise: once with the render's own prompt and once with every colour word replaced by another palette
+colour (`swap_colours`). Per sigma it reports how far the objects' mean colour moves between the two estimates
+(`colour_word_shift`, per channel in [-1, 1] units) and how much nearer the render's own colours the true prompt
+puts them (`colour_word_gain`: the swapped prompt's object colour error minus the true prompt's, with its standard
+error over the renders). A model that binds the prompt's colours to its objects has a clear gain at the high sigmas
+where a sampling run lays out the picture; one that reads its colours off the noise in x_t has none, and its
+samples draw shapes in colours that follow the noise. It takes a minute, where the toy score needs a sampling run
+of hundreds of prompts and stays at its floor until a model draws whole objects.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-from l2p.latents import destandardise_latents, standardise_latents
 from l2p.toyworld import COLORS, render_prompt, sample_prompts
 
 from .checkpoints import load_trained
-from .evaluate import HELD_OUT_SEED, load_pipeline, run_settings
+from .evaluate import (HELD_OUT_SEED, caption_features, in_model_space, load_pipeline, objects_mean_colour, one_step_estimate,
+                       run_settings, to_pixels)
 from .files import atomic_file
-from .flow import noised, predict
+from .flow import noised
 from .toy_data import object_weights, to_tensor
 
 # Where a toy run's colours are decided: the source's colour words matter at 0.9-0.95 and no more by 0.5.
@@ -50,11 +50,6 @@ def swap_colours(prompt: str, offset: int = 2) -> str:
     return _COLOUR_WORD.sub(swap, prompt)
 
 
-def objects_mean_colour(images: torch.Tensor, objects: torch.Tensor) -> torch.Tensor:
-    """(B, C) each image's mean colour over its object pixels (`objects`: (B, 1, H, W) booleans)."""
-    return (images * objects).sum((2, 3)) / objects.sum((2, 3)).clamp_min(1)
-
-
 def evaluate_prompt_binding(folder, checkpoint=None, n_images: int = 128, sigmas=BINDING_SIGMAS, seed: int = HELD_OUT_SEED,
                             size: int | None = None, out: str | Path | None = None) -> dict:
     """Per sigma: the objects' colour error under the true and the colour-swapped prompts, their difference
@@ -70,25 +65,16 @@ def evaluate_prompt_binding(folder, checkpoint=None, n_images: int = 128, sigmas
     images = torch.stack([to_tensor(render_prompt(p, resolution, seed=seed + i)) for i, p in enumerate(prompts)])
     objects = object_weights(images, 1.0) > 1
     truth = objects_mean_colour(images, objects)
-    vae = getattr(pipe, "vae", None)
     generator = torch.Generator().manual_seed(seed)
     rows = []
     with torch.no_grad():
-        captions = {}
-        for name, texts in (("true", prompts), ("swapped", [swap_colours(p) for p in prompts])):
-            encoded, _ = pipe.encode_prompt(texts, device="cpu", do_classifier_free_guidance=False)
-            captions[name] = [c.float() for c in encoded]
-        clean = images if vae is None else standardise_latents(vae, vae.encode(images).latent_dist.mode())
+        captions = {"true": caption_features(pipe, prompts), "swapped": caption_features(pipe, [swap_colours(p) for p in prompts])}
+        clean = in_model_space(pipe, images)
         for sigma in sigmas:
             noise = torch.randn(clean.shape, generator=generator)
             x_t = noised(clean, noise, torch.full((n_images,), sigma))
-            t = torch.full((n_images,), 1.0 - sigma)
-            colour = {}
-            for name, caption in captions.items():
-                estimate = x_t + sigma * predict(pipe.transformer, x_t, t, caption, latent=vae is not None)
-                if vae is not None:
-                    estimate = vae.decode(destandardise_latents(vae, estimate)).sample
-                colour[name] = objects_mean_colour(estimate.clamp(-1, 1), objects)
+            colour = {name: objects_mean_colour(to_pixels(pipe, one_step_estimate(pipe, x_t, sigma, caption)).clamp(-1, 1), objects)
+                      for name, caption in captions.items()}
             error = {name: (c - truth).abs().mean(1) for name, c in colour.items()}  # (B,) per image
             gain = error["swapped"] - error["true"]
             rows.append({"sigma": sigma, "object_colour_error": error["true"].mean().item(),

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from l2p.latents import standardise_latents
 from l2p.sizes import pixels_per_token
 from l2p.toyworld import BACKGROUNDS, SHAPES, layout_prompt
 
 from .checkpoints import load_trained
+from .evaluate import caption_features, in_model_space
 from .files import atomic_file
 from .flow import noised, predict
 from .semantic import NUM_CLASSES, token_labels
@@ -53,10 +53,9 @@ def block_tokens(pipe, n_images: int, sigma: float, resolution: int, batch: int 
             for start in range(0, n_images, batch):
                 images, prompts, seeds = toy_batch(start, min(batch, n_images - start), resolution, seed=PROBE_SEED)
                 labels += [token_labels(layout_prompt(p, s), grid, grid).flatten() for p, s in zip(prompts, seeds)]
-                captions, _ = pipe.encode_prompt(prompts, device="cpu", do_classifier_free_guidance=False)
-                clean = images if vae is None else standardise_latents(vae, vae.encode(images).latent_dist.mode())
+                clean = in_model_space(pipe, images)
                 x_t = noised(clean, torch.randn(clean.shape, generator=generator), torch.full((len(images),), sigma))
-                predict(model, x_t, torch.full((len(images),), 1.0 - sigma), [c.float() for c in captions], latent=vae is not None)
+                predict(model, x_t, torch.full((len(images),), 1.0 - sigma), caption_features(pipe, prompts), latent=vae is not None)
     finally:
         for handle in handles:
             handle.remove()
