@@ -58,6 +58,7 @@ def environment():
         (["optim.decay_steps=7"], "optim.decay_steps"),
         (["log_with=comet"], "log_with"),
         (["data.kind=dataset"], "data.path"),
+        (["flow.align_steps=100"], "flow.align_steps"),  # a warm start of nothing: align_weight is 0
     ],
 )
 def test_bad_configs_fail_before_any_work_naming_the_field(source_dir, tmp_path, overrides, field):
@@ -389,7 +390,9 @@ def test_merge_push_to_hub_offline_writes_everything_and_says_how_to_push(source
     raw = L2PPipeline.from_pretrained(tmp_path / "raw").transformer.state_dict()
     trained = load_file(str(last / "trainable.safetensors"))
     assert all(torch.equal(raw[key], tensor) for key, tensor in trained.items())
-    assert "the raw trained weights" in (tmp_path / "raw" / "README.md").read_text()
+    raw_card = (tmp_path / "raw" / "README.md").read_text()
+    assert "the raw trained weights" in raw_card
+    assert f'L2PPipeline.from_pretrained("{tmp_path / "raw"}")' in raw_card  # the folder, not where it was staged
 
 
 def test_training_memory_plan_adds_up_from_the_real_parameter_counts_and_the_readme_shows_it():
@@ -515,3 +518,25 @@ def test_token_alignment_targets_the_sources_tokens_at_the_block_and_trains_only
     with pytest.raises(ConfigError, match="flow.align_weight"):
         validate(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "bad", **{"flow.align_weight": 1.0,
                                                                                                   "model.init": "scratch"})))
+
+
+def test_alignment_warm_start_is_an_aligned_run_resumed_with_the_plain_loss(source_dir, tmp_path):
+    """flow.align_steps: one run aligns for its first steps and then trains with the paper's plain loss alone, the
+    same weights as an aligned run stopped there and resumed without the alignment (how the warm start was measured
+    before it was one setting); and not the weights of a run aligned throughout."""
+    common = {"max_steps": 2, "log_with": "none", "checkpoint_every": 1, "flow.align_weight": 1.0}
+    warm = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "warm", **common, **{"flow.align_steps": 1})))
+    run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "split", **{**common, "max_steps": 1})))
+    split = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "split", **{**common, "flow.align_weight": 0.0})),
+                resume=True)
+    throughout = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "throughout", **common)))
+    trained = {name: load_file(str(folder / "trainable.safetensors")) for name, folder in
+               (("warm", warm), ("split", split), ("throughout", throughout))}
+    assert split.name == warm.name == "checkpoint-0000002"
+    assert all(torch.equal(trained["warm"][k], trained["split"][k]) for k in trained["warm"])
+    assert any(not torch.equal(trained["warm"][k], trained["throughout"][k]) for k in trained["warm"])
+    from training.merge import merge
+
+    merge(warm, None, tmp_path / "pipeline")
+    card = (tmp_path / "pipeline" / "README.md").read_text()
+    assert "token alignment" in card and "for the first 1 steps (a warm start), then the velocity MSE alone" in card

@@ -65,6 +65,14 @@ def pixel_sampling(model: L2PTransformer2DModel, source_folder: str, steps: int 
 SCORE_KEYS = ("overall", "single_object", "two_object", "counting", "colors", "position", "color_attr")
 
 
+def alignment_clause(flow: dict) -> str:
+    """The token alignment (training.alignment) in the card's loss line, when the run used it."""
+    if not flow.get("align_weight"):
+        return ""
+    span = f"for the first {flow['align_steps']} steps (a warm start), then the velocity MSE alone" if flow.get("align_steps") else "throughout"
+    return f"; plus the token alignment to the source's tokens (weight {flow['align_weight']:g}, not the paper's recipe) {span}"
+
+
 def training_section(state: dict, trained: set[str], model: L2PTransformer2DModel, scores: dict | None,
                      ema: bool | None = None) -> str:
     """The model card's account of the run: the recipe as the checkpoint's config records it, and the scores of
@@ -83,7 +91,7 @@ def training_section(state: dict, trained: set[str], model: L2PTransformer2DMode
         f"(init: {m['init']}; freeze policy {m['freeze_policy']}{also_frozen}, n_shallow {m['n_shallow']}): {count:,} of "
         f"{total:,} parameters trained ({count / total:.0%}), on `{config['data'].get('path') or config['data']['kind']}`.",
         "",
-        f"- Loss: velocity MSE, {f['grid_steps']}-point sigma grid shifted by {f['shift']}",
+        f"- Loss: velocity MSE, {f['grid_steps']}-point sigma grid shifted by {f['shift']}" + alignment_clause(f),
         f"- AdamW lr {o['lr']:g} ({o['schedule']}, warm-up {o['warmup_steps']}), weight decay {o['weight_decay']}, "
         f"batch {o['batch_size']} x {accumulation} accumulation per process, {config['mixed_precision']} mixed precision",
         f"- Weights: {'the EMA (decay ' + str(config['ema_decay']) + ')' if config.get('ema_decay') and ema is not False else 'the raw trained weights'}",
@@ -118,7 +126,8 @@ def merge(checkpoint: str | Path, file: str | Path | None, pipeline: str | Path 
         source_id = config["model"]["source"]
         base_model = source_id if is_hub_id(source_id) else None
         with atomic_directory(pipeline) as staging:
-            pipe.save_pretrained(staging, base_model=base_model, repo_id=repo_id, training=card)
+            # The card says how to load the folder where it ends up, not the staging folder it is written in.
+            pipe.save_pretrained(staging, base_model=base_model, repo_id=repo_id or str(pipeline), training=card)
             write_sampling(staging, sampling)
 
 

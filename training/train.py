@@ -132,6 +132,10 @@ class FlowConfig:
     # Pixel transfer only: weight of the token alignment (training.alignment), an MSE pulling the tokens the pixel
     # model hands its frozen middle blocks toward the source DiT's on the same image's latent; 0 = off (the paper).
     align_weight: float = 0.0
+    # With align_weight: the alignment is on for the first align_steps steps only, the paper's plain loss alone
+    # after them (a warm start of the new pixel front, as the release converts weights before its recipe); 0 = on
+    # throughout.
+    align_steps: int = 0
 
 
 @dataclass
@@ -199,6 +203,9 @@ def validate(config: TrainConfig) -> None:
     if config.flow.align_weight and not (m.kind == "pixel" and m.init == "source" and m.n_shallow >= 1):
         raise ConfigError("flow.align_weight needs model.kind: pixel, model.init: source and model.n_shallow >= 1 (the "
                           "source's DiT gives the tokens its frozen middle blocks expect after the retrained front blocks)")
+    if config.flow.align_steps < 0 or (config.flow.align_steps and not config.flow.align_weight):
+        raise ConfigError(f"flow.align_steps must be 0 (alignment throughout) or a positive number of steps with "
+                          f"flow.align_weight > 0, got {config.flow.align_steps} with align_weight {config.flow.align_weight}")
     if m.prediction_type not in PREDICTION_TYPES:
         raise ConfigError(f"model.prediction_type must be one of {list(PREDICTION_TYPES)}, got {m.prediction_type!r}")
     source = Path(m.source)
@@ -407,7 +414,8 @@ class Trainer:
         noise = torch.stack([torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(item.seed + self.step)) for item in items])
         sigma = self.sigmas[torch.randint(len(self.sigmas), (len(items),), generator=generator)]
         noise, sigma = noise.to(x0.device), sigma.to(x0.device)
-        if self.alignment is not None:  # the same images' latents at the same sigmas, for the source's tokens
+        aligning = self.alignment is not None and (not c.flow.align_steps or self.step < c.flow.align_steps)
+        if aligning:  # the same images' latents at the same sigmas, for the source's tokens
             latents = self.encoded(items)[0]
             latents_t = noised(latents, torch.randn(latents.shape, generator=generator).to(x0.device), sigma)
         self.optimizer.zero_grad(set_to_none=True)
@@ -417,13 +425,13 @@ class Trainer:
             # Gradients are exchanged between processes once a step, on the last micro-batch.
             sync = contextlib.nullcontext() if k == chunks - 1 else self.accelerator.no_sync(self.model)
             with sync:
-                if self.alignment is not None:
+                if aligning:
                     targets = self.alignment.targets(latents_t[part], 1 - sigma[part], captions[part])
                 with self.accelerator.autocast():
                     prediction = predict(self.model, noised(x0[part], noise[part], sigma[part]), 1 - sigma[part], captions[part],
                                          latent=self.config.model.kind != "pixel")
                 loss = flow_matching_loss(prediction, x0[part], noise[part], None if weights is None else weights[part])
-                if self.alignment is not None:
+                if aligning:
                     loss = loss + c.flow.align_weight * self.alignment.loss(targets)
                 if self.probe is not None:
                     loss = loss + c.flow.semantic_weight * self.probe.loss(self.token_labels(items[part], x0.shape[-2:]))
