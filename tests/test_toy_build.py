@@ -90,6 +90,18 @@ def test_sampling_json_round_trips_and_rejects_malformed_files(tmp_path):
         read_sampling(tmp_path)
 
 
+def test_a_stage_redone_on_another_machine_is_named_in_the_build_record(tmp_path):
+    from training.toy_assets import machine, record_stage
+
+    record = tmp_path / "toy-build.json"
+    record.write_text(json.dumps({"stages": {"source": 3000.0, "transfer": 400.0}, "total_s": 3400.0,
+                                  "machine": {"cpu": "an older CPU", "cores": 2}}))
+    data = record_stage(record, "transfer", 500.0)
+    assert data["stages"] == {"source": 3000.0, "transfer": 500.0} and data["total_s"] == 3500.0
+    assert data["stage_cpus"] == {"source": "an older CPU", "transfer": machine()["cpu"]}
+    assert json.loads(record.read_text()) == data
+
+
 @pytest.fixture(scope="module")
 def tiny_build(tmp_path_factory):
     folder = tmp_path_factory.mktemp("toy-build")
@@ -107,6 +119,7 @@ def test_toy_assets_rebuilds_both_pipelines_from_nothing_and_records_each_stage(
     assert list(record["stages"]) == STAGES
     assert record["total_s"] == pytest.approx(sum(record["stages"].values()), abs=0.2)
     assert record["machine"]["cores"] >= 1
+    assert record["stage_cpus"] == dict.fromkeys(STAGES, record["machine"]["cpu"])  # one machine timed them all
     source = ZImagePipeline.from_pretrained(folder / "assets" / "tiny-source")
     pixel = L2PPipeline.from_pretrained(folder / "assets" / "tiny-l2p")
     source_settings = read_sampling(folder / "assets" / "tiny-source")

@@ -219,12 +219,18 @@ def machine() -> dict:
 
 
 def record_stage(record: Path, stage: str, seconds: float) -> dict:
-    """Add a stage's time to the build record (a resumed build keeps the times of the stages it skipped)."""
+    """Add a stage's time to the build record (a resumed build keeps the times of the stages it skipped). `machine`
+    is the last stage's; `stage_cpus` names each stage's CPU, so a record whose stages were timed on different
+    machines says so."""
     data = json.loads(record.read_text()) if record.is_file() else {"stages": {}}
+    # A record written before stage_cpus existed was timed on the one machine it names.
+    cpus = data.get("stage_cpus") or dict.fromkeys(data["stages"], data.get("machine", {}).get("cpu"))
     data["stages"][stage] = round(seconds, 1)
     data["stages"] = {name: data["stages"][name] for name in STAGES + HR_STAGES if name in data["stages"]}
     data["total_s"] = round(sum(data["stages"].values()), 1)
     data["machine"] = machine()
+    cpus[stage] = data["machine"]["cpu"]
+    data["stage_cpus"] = {name: cpus[name] for name in data["stages"]}
     with atomic_file(record, "w") as stream:
         json.dump(data, stream, indent=1)
     return data
