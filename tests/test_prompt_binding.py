@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from l2p.toyworld import COLORS, parse_prompt, sample_prompts
 from training.prompt_binding import COLOUR_CATEGORIES, evaluate_prompt_binding, swap_colours
 
@@ -23,11 +25,16 @@ def test_swapping_changes_every_colour_and_nothing_else():
     assert swap_colours("two circles on a black background") == "two circles on a black background"
 
 
-def test_the_shipped_sources_objects_take_the_prompts_colours(tmp_path):
-    # The source binds its colour words at the high sigmas where a run decides colours (docs/results.md: gain
-    # +0.137 at sigma 0.9 on 128 renders); a model that reads colour off the noise scores ~0 there.
-    result = evaluate_prompt_binding(ASSETS / "tiny-source", n_images=16, sigmas=(0.9,), out=tmp_path)
+# The least gain each shipped model must show at sigma 0.9 on 16 renders. The source binds its colour words where a
+# run decides colours (docs/results.md: +0.137 on 128 renders); the pixel model, warm-started with the token
+# alignment, +0.072 (+0.072 on these 16); the paper's recipe alone gave +0.028, and reading colour off the noise ~0.
+LEAST_GAIN = {"tiny-source": 0.01, "tiny-l2p": 0.04}
+
+
+@pytest.mark.parametrize("name", sorted(LEAST_GAIN))
+def test_the_shipped_models_objects_take_the_prompts_colours(name, tmp_path):
+    result = evaluate_prompt_binding(ASSETS / name, n_images=16, sigmas=(0.9,), out=tmp_path)
     (level,) = result["levels"]
-    assert level["colour_word_gain"] > max(0.01, 2 * level["colour_word_gain_se"]), level
+    assert level["colour_word_gain"] > max(LEAST_GAIN[name], 2 * level["colour_word_gain_se"]), level
     assert level["object_colour_error_swapped"] > level["object_colour_error"]
     assert json.loads((tmp_path / "binding.json").read_text())["levels"] == result["levels"]
