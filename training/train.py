@@ -37,6 +37,7 @@ from l2p import L2PPipeline, L2PTransformer2DModel, freeze_for_transfer
 from l2p.device import cpu_has_bf16_units
 from l2p.high_resolution import grow_for_high_resolution, growth_channels
 from l2p.latents import standardise_latents
+from l2p.sizes import pixels_per_token
 from l2p.toyworld import layout_prompt
 from l2p.transfer import PARTS, POLICIES
 from l2p.transformer_l2p import PREDICTION_TYPES
@@ -200,9 +201,9 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError("model.also_frozen applies to the transfer (model.kind: pixel, model.init: source)")
     if unknown := sorted(set(m.also_frozen) - set(PARTS)):
         raise ConfigError(f"model.also_frozen: {unknown} are not among the model's parts outside its blocks {list(PARTS)}")
-    if config.flow.align_weight and not (m.kind == "pixel" and m.init == "source" and m.n_shallow >= 1):
-        raise ConfigError("flow.align_weight needs model.kind: pixel, model.init: source and model.n_shallow >= 1 (the "
-                          "source's DiT gives the tokens its frozen middle blocks expect after the retrained front blocks)")
+    if config.flow.align_weight and not (m.kind == "pixel" and m.init in ("source", "pixel") and m.n_shallow >= 1):
+        raise ConfigError("flow.align_weight needs model.kind: pixel, model.init: source or pixel and model.n_shallow >= 1 "
+                          "(the source's DiT gives the tokens its frozen middle blocks expect after the retrained front blocks)")
     if config.flow.align_steps < 0 or (config.flow.align_steps and not config.flow.align_weight):
         raise ConfigError(f"flow.align_steps must be 0 (alignment throughout) or a positive number of steps with "
                           f"flow.align_weight > 0, got {config.flow.align_steps} with align_weight {config.flow.align_weight}")
@@ -313,8 +314,11 @@ class Trainer:
             else:
                 self.trainable = freeze_for_transfer(self.model, m.n_shallow, m.freeze_policy, m.also_frozen)
         self.alignment = None
+        # Source pixels per token over the model's: 1 for the 1x transfer, 1/4 for an HR model with 4x the patch.
+        self.alignment_shrink = 1
         if config.flow.align_weight:  # the source DiT stays, frozen, to give the tokens the middle blocks expect
             self.alignment = SourceAlignment(self.model, self.source.transformer, m.n_shallow - 1).to(accelerator.device)
+            self.alignment_shrink = m.patch_size // pixels_per_token(self.source)
         # The source DiT's weights now live in the model (copied or, for the latent kind, only its config used):
         # dropping it frees a whole DiT of host memory per process (about 25 GB in fp32 at full scale).
         self.source.transformer = None
@@ -384,6 +388,11 @@ class Trainer:
         if missing:
             with torch.no_grad():
                 pixels = torch.stack([to_tensor(item.load()) for item in missing]).to(self.accelerator.device)
+                if self.alignment_shrink > 1:
+                    # An HR model's token sees a patch this many times wider than the source's: the source's tokens
+                    # for it are those of the render shrunk to its token grid, area-averaged as the grown HR
+                    # embedder first reads its patch (l2p.high_resolution).
+                    pixels = F.avg_pool2d(pixels, self.alignment_shrink)
                 latents = standardise_latents(vae, vae.encode(pixels).latent_dist.mode())
                 coverage = F.adaptive_avg_pool2d(object_weights(pixels, 1.0) - 1.0, latents.shape[-2:])
             self.latent_cache.update({item.key: (z, c) for item, z, c in zip(missing, latents, coverage)})
