@@ -35,8 +35,14 @@ class SourceAlignment(nn.Module):
         super().__init__()
         self.source = source_transformer.requires_grad_(False).eval()
         self._pixel_tokens = None
-        model.layers[block].register_forward_hook(self._keep)
-        self.source.layers[block].register_forward_hook(self._stop)
+        self._hooks = [model.layers[block].register_forward_hook(self._keep),
+                       self.source.layers[block].register_forward_hook(self._stop)]
+
+    def remove(self) -> None:
+        """Unhook the pixel model (and the source), so that the model runs as if it had never been aligned."""
+        for hook in self._hooks:
+            hook.remove()
+        self._pixel_tokens = None
 
     def _keep(self, module, inputs, output):
         self._pixel_tokens = output

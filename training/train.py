@@ -314,7 +314,7 @@ class Trainer:
             else:
                 self.trainable = freeze_for_transfer(self.model, m.n_shallow, m.freeze_policy, m.also_frozen)
         self.alignment = None
-        # Source pixels per token over the model's: 1 for the 1x transfer, 1/4 for an HR model with 4x the patch.
+        # The model's pixels per token over the source's: 1 for the 1x transfer, 4 for an HR model with 4x the patch.
         self.alignment_shrink = 1
         if config.flow.align_weight:  # the source DiT stays, frozen, to give the tokens the middle blocks expect
             self.alignment = SourceAlignment(self.model, self.source.transformer, m.n_shallow - 1).to(accelerator.device)
@@ -423,7 +423,13 @@ class Trainer:
         noise = torch.stack([torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(item.seed + self.step)) for item in items])
         sigma = self.sigmas[torch.randint(len(self.sigmas), (len(items),), generator=generator)]
         noise, sigma = noise.to(x0.device), sigma.to(x0.device)
-        aligning = self.alignment is not None and (not c.flow.align_steps or self.step < c.flow.align_steps)
+        if self.alignment is not None and c.flow.align_steps and self.step >= c.flow.align_steps:
+            # The warm start is over: the source DiT, its hooks and the latents cached for it are dead weight now
+            # (a whole DiT of host memory per process at full scale).
+            self.alignment.remove()
+            self.alignment = None
+            self.latent_cache.clear()
+        aligning = self.alignment is not None
         if aligning:  # the same images' latents at the same sigmas, for the source's tokens
             latents = self.encoded(items)[0]
             latents_t = noised(latents, torch.randn(latents.shape, generator=generator).to(x0.device), sigma)
