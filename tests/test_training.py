@@ -59,6 +59,7 @@ def environment():
         (["log_with=comet"], "log_with"),
         (["data.kind=dataset"], "data.path"),
         (["flow.align_steps=100"], "flow.align_steps"),  # a warm start of nothing: align_weight is 0
+        (["flow.object_weight_steps=100"], "flow.object_weight_steps"),  # the same: object_weight is 0
     ],
 )
 def test_bad_configs_fail_before_any_work_naming_the_field(source_dir, tmp_path, overrides, field):
@@ -520,14 +521,18 @@ def test_token_alignment_targets_the_sources_tokens_at_the_block_and_trains_only
                                                                                                   "model.init": "scratch"})))
 
 
-def test_alignment_warm_start_is_an_aligned_run_resumed_with_the_plain_loss(source_dir, tmp_path):
-    """flow.align_steps: one run aligns for its first steps and then trains with the paper's plain loss alone, the
-    same weights as an aligned run stopped there and resumed without the alignment (how the warm start was measured
-    before it was one setting); and not the weights of a run aligned throughout."""
-    common = {"max_steps": 2, "log_with": "none", "checkpoint_every": 1, "flow.align_weight": 1.0}
-    warm = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "warm", **common, **{"flow.align_steps": 1})))
+@pytest.mark.parametrize("weight, steps, card_text", [
+    ("flow.align_weight", "flow.align_steps", "token alignment to the source's tokens (weight 1, not the paper's recipe) for the first 1 steps (a warm start), then the velocity MSE alone"),
+    ("flow.object_weight", "flow.object_weight_steps", "off-background pixels weighted 1 + 1 in the MSE (not the paper's recipe) for the first 1 steps"),
+])
+def test_warm_start_is_a_run_resumed_with_the_plain_loss(source_dir, tmp_path, weight, steps, card_text):
+    """flow.align_steps / flow.object_weight_steps: one run adds its extra loss for its first steps and then trains
+    with the paper's plain loss alone, the same weights as a run stopped there and resumed without it (how the warm
+    start was measured before it was one setting); and not the weights of a run with it throughout."""
+    common = {"max_steps": 2, "log_with": "none", "checkpoint_every": 1, weight: 1.0}
+    warm = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "warm", **common, **{steps: 1})))
     run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "split", **{**common, "max_steps": 1})))
-    split = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "split", **{**common, "flow.align_weight": 0.0})),
+    split = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "split", **{**common, weight: 0.0})),
                 resume=True)
     throughout = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "throughout", **common)))
     trained = {name: load_file(str(folder / "trainable.safetensors")) for name, folder in
@@ -538,5 +543,4 @@ def test_alignment_warm_start_is_an_aligned_run_resumed_with_the_plain_loss(sour
     from training.merge import merge
 
     merge(warm, None, tmp_path / "pipeline")
-    card = (tmp_path / "pipeline" / "README.md").read_text()
-    assert "token alignment" in card and "for the first 1 steps (a warm start), then the velocity MSE alone" in card
+    assert card_text in (tmp_path / "pipeline" / "README.md").read_text()

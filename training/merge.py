@@ -73,6 +73,14 @@ def alignment_clause(flow: dict) -> str:
     return f"; plus the token alignment to the source's tokens (weight {flow['align_weight']:g}, not the paper's recipe) {span}"
 
 
+def object_weight_clause(flow: dict) -> str:
+    """The object weighting of the loss (`flow.object_weight`) in the card's loss line, when the run used it."""
+    if not flow.get("object_weight"):
+        return ""
+    span = f"for the first {flow['object_weight_steps']} steps" if flow.get("object_weight_steps") else "throughout"
+    return f"; off-background pixels weighted 1 + {flow['object_weight']:g} in the MSE (not the paper's recipe) {span}"
+
+
 def training_section(state: dict, trained: set[str], model: L2PTransformer2DModel, scores: dict | None,
                      ema: bool | None = None) -> str:
     """The model card's account of the run: the recipe as the checkpoint's config records it, and the scores of
@@ -91,7 +99,7 @@ def training_section(state: dict, trained: set[str], model: L2PTransformer2DMode
         f"(init: {m['init']}; freeze policy {m['freeze_policy']}{also_frozen}, n_shallow {m['n_shallow']}): {count:,} of "
         f"{total:,} parameters trained ({count / total:.0%}), on `{config['data'].get('path') or config['data']['kind']}`.",
         "",
-        f"- Loss: velocity MSE, {f['grid_steps']}-point sigma grid shifted by {f['shift']}" + alignment_clause(f),
+        f"- Loss: velocity MSE, {f['grid_steps']}-point sigma grid shifted by {f['shift']}" + alignment_clause(f) + object_weight_clause(f),
         f"- AdamW lr {o['lr']:g} ({o['schedule']}, warm-up {o['warmup_steps']}), weight decay {o['weight_decay']}, "
         f"batch {o['batch_size']} x {accumulation} accumulation per process, {config['mixed_precision']} mixed precision",
         f"- Weights: {'the EMA (decay ' + str(config['ema_decay']) + ')' if config.get('ema_decay') and ema is not False else 'the raw trained weights'}",

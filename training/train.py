@@ -126,6 +126,9 @@ class FlowConfig:
     # a toy render's pixels but all that its prompt says beyond the background, so unweighted, the text's gradient
     # is a few percent of the loss's.
     object_weight: float = 0.0
+    # With object_weight: the weighting is on for the first object_weight_steps steps only, the plain MSE after them
+    # (part of the transfer's warm start, with align_steps); 0 = on throughout.
+    object_weight_steps: int = 0
     # Toy source only: weight of the semantic-alignment loss (training.semantic), a linear probe on the image
     # tokens leaving block `semantic_block` that must name what the clean image holds at each token; 0 = off.
     semantic_weight: float = 0.0
@@ -236,6 +239,9 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError("flow.semantic_weight needs model.kind: latent and data.kind: toy (it reads the renders' layouts)")
     if config.flow.object_weight < 0 or config.flow.semantic_weight < 0:
         raise ConfigError("flow.object_weight and flow.semantic_weight must be >= 0")
+    if config.flow.object_weight_steps < 0 or (config.flow.object_weight_steps and not config.flow.object_weight):
+        raise ConfigError(f"flow.object_weight_steps must be 0 (weighting throughout) or a positive number of steps with "
+                          f"flow.object_weight > 0, got {config.flow.object_weight_steps} with object_weight {config.flow.object_weight}")
     if not 0 <= config.ema_decay < 1:
         raise ConfigError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
     if config.max_steps < 1 or config.optim.batch_size < 1 or config.optim.gradient_accumulation_steps < 1:
@@ -373,7 +379,8 @@ class Trainer:
         """x0 for a batch (pixels in [-1, 1], or standardised VAE latents, cached per item) and, when
         `flow.object_weight` is set, per-position loss weights at x0's resolution (see `object_weights`)."""
         device = self.accelerator.device
-        weight = self.config.flow.object_weight
+        flow = self.config.flow
+        weight = flow.object_weight if not flow.object_weight_steps or self.step < flow.object_weight_steps else 0.0
         if self.config.model.kind == "pixel":
             pixels = torch.stack([to_tensor(item.load()) for item in items]).to(device)
             return pixels, object_weights(pixels, weight) if weight else None
