@@ -60,6 +60,7 @@ def environment():
         (["data.kind=dataset"], "data.path"),
         (["flow.align_steps=100"], "flow.align_steps"),  # a warm start of nothing: align_weight is 0
         (["flow.object_weight_steps=100"], "flow.object_weight_steps"),  # the same: object_weight is 0
+        (["optim.warm_start_lr=1e-3"], "optim.warm_start_lr"),  # a rate for a warm start there is not
     ],
 )
 def test_bad_configs_fail_before_any_work_naming_the_field(source_dir, tmp_path, overrides, field):
@@ -264,6 +265,10 @@ def test_schedules_warm_up_then_hold_decay_to_a_tenth_or_end_with_a_linear_decay
     # A decay over the last steps: the same rates as the constant run before them, then linearly to zero.
     decaying = OptimConfig(lr=1.0, decay_steps=40)
     assert [learning_rate(decaying, step, 100) for step in (0, 60, 80, 99)] == pytest.approx([1.0, 1.0, 0.5, 0.025])
+    # A warm start at its own rate, warmed up like any start, then the run's own rate from its first plain step.
+    warm = OptimConfig(lr=0.1, warm_start_lr=1.0, warmup_steps=10)
+    assert [learning_rate(warm, step, 100, warm_start_steps=30) for step in (4, 29, 30, 99)] == pytest.approx([0.5, 1.0, 0.1, 0.1])
+    assert learning_rate(warm, 29, 100) == pytest.approx(0.1)  # no warm start: its rate is never used
 
 
 @pytest.fixture(scope="module")
@@ -521,17 +526,22 @@ def test_token_alignment_targets_the_sources_tokens_at_the_block_and_trains_only
                                                                                                   "model.init": "scratch"})))
 
 
-@pytest.mark.parametrize("weight, steps, card_text", [
-    ("flow.align_weight", "flow.align_steps", "token alignment to the source's tokens (weight 1, not the paper's recipe) for the first 1 steps (a warm start), then the velocity MSE alone"),
-    ("flow.object_weight", "flow.object_weight_steps", "off-background pixels weighted 1 + 1 in the MSE (not the paper's recipe) for the first 1 steps"),
+@pytest.mark.parametrize("weight, steps, warm_lr, card_texts", [
+    ("flow.align_weight", "flow.align_steps", "2e-3",
+     ["token alignment to the source's tokens (weight 1, not the paper's recipe) for the first 1 steps (a warm start), "
+      "then the velocity MSE alone", "AdamW lr 0.001 after a warm start at 0.002"]),
+    ("flow.object_weight", "flow.object_weight_steps", None,
+     ["off-background pixels weighted 1 + 1 in the MSE (not the paper's recipe) for the first 1 steps"]),
 ])
-def test_warm_start_is_a_run_resumed_with_the_plain_loss(source_dir, tmp_path, weight, steps, card_text):
-    """flow.align_steps / flow.object_weight_steps: one run adds its extra loss for its first steps and then trains
-    with the paper's plain loss alone, the same weights as a run stopped there and resumed without it (how the warm
-    start was measured before it was one setting); and not the weights of a run with it throughout."""
+def test_warm_start_is_a_run_resumed_with_the_plain_loss(source_dir, tmp_path, weight, steps, warm_lr, card_texts):
+    """flow.align_steps / flow.object_weight_steps (and optim.warm_start_lr): one run adds its extra loss (at its own
+    rate) for its first steps and then trains with the paper's plain loss alone, the same weights as a run stopped
+    there and resumed without it (how the warm start was measured before it was one setting); and not the weights of
+    a run with it throughout."""
     common = {"max_steps": 2, "log_with": "none", "checkpoint_every": 1, weight: 1.0}
-    warm = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "warm", **common, **{steps: 1})))
-    run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "split", **{**common, "max_steps": 1})))
+    warm_rate, first_rate = ({"optim.warm_start_lr": warm_lr}, {"optim.lr": warm_lr}) if warm_lr else ({}, {})
+    warm = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "warm", **common, **warm_rate, **{steps: 1})))
+    run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "split", **{**common, **first_rate, "max_steps": 1})))
     split = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "split", **{**common, weight: 0.0})),
                 resume=True)
     throughout = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "throughout", **common)))
@@ -543,4 +553,5 @@ def test_warm_start_is_a_run_resumed_with_the_plain_loss(source_dir, tmp_path, w
     from training.merge import merge
 
     merge(warm, None, tmp_path / "pipeline")
-    assert card_text in (tmp_path / "pipeline" / "README.md").read_text()
+    card = (tmp_path / "pipeline" / "README.md").read_text()
+    assert all(text in card for text in card_texts), card

@@ -92,6 +92,7 @@ def training_section(state: dict, trained: set[str], model: L2PTransformer2DMode
     total = sum(tensor.numel() for tensor in parameters.values())
     accumulation = o.get("gradient_accumulation_steps", 1)
     also_frozen = f" and {', '.join(m['also_frozen'])} frozen" if m.get("also_frozen") else ""
+    warm_rate = f" after a warm start at {o['warm_start_lr']:g}" if o.get("warm_start_lr") else ""
     lines = [
         "## Training",
         "",
@@ -100,7 +101,7 @@ def training_section(state: dict, trained: set[str], model: L2PTransformer2DMode
         f"{total:,} parameters trained ({count / total:.0%}), on `{config['data'].get('path') or config['data']['kind']}`.",
         "",
         f"- Loss: velocity MSE, {f['grid_steps']}-point sigma grid shifted by {f['shift']}" + alignment_clause(f) + object_weight_clause(f),
-        f"- AdamW lr {o['lr']:g} ({o['schedule']}, warm-up {o['warmup_steps']}), weight decay {o['weight_decay']}, "
+        f"- AdamW lr {o['lr']:g}{warm_rate} ({o['schedule']}, warm-up {o['warmup_steps']}), weight decay {o['weight_decay']}, "
         f"batch {o['batch_size']} x {accumulation} accumulation per process, {config['mixed_precision']} mixed precision",
         f"- Weights: {'the EMA (decay ' + str(config['ema_decay']) + ')' if config.get('ema_decay') and ema is not False else 'the raw trained weights'}",
     ]

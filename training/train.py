@@ -115,6 +115,9 @@ class OptimConfig:
     # The transfer's new modules (the RGB patch embedder and the Detailer Head) start from nothing while every
     # other trained tensor is the source's: this multiplies their rate (1: the release's single rate).
     new_module_lr_scale: float = 1.0
+    # The rate of the transfer's warm start (its first flow.align_steps steps) in place of lr, so that the transfer
+    # proper after it can take the release's own small rate; 0: lr throughout.
+    warm_start_lr: float = 0.0
 
 
 @dataclass
@@ -174,9 +177,10 @@ TRACKERS = ("tensorboard", "wandb", "none")
 NEW_MODULES = ("all_x_embedder.", "local_decoder.")
 
 
-def learning_rate(optim: OptimConfig, step: int, max_steps: int) -> float:
+def learning_rate(optim: OptimConfig, step: int, max_steps: int, warm_start_steps: int = 0) -> float:
     """The rate for a step: a pure function of the step, so a resumed run follows the same curve."""
-    rate = optim.lr * min(1.0, (step + 1) / optim.warmup_steps) if optim.warmup_steps else optim.lr
+    base = optim.warm_start_lr if optim.warm_start_lr and step < warm_start_steps else optim.lr
+    rate = base * min(1.0, (step + 1) / optim.warmup_steps) if optim.warmup_steps else base
     if optim.schedule == "cosine":
         rate *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / max_steps, 1.0)))
     if optim.decay_steps:
@@ -231,6 +235,9 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"optim.schedule must be 'constant' or 'cosine', got {config.optim.schedule!r}")
     if not 0 <= config.optim.decay_steps <= config.max_steps:
         raise ConfigError(f"optim.decay_steps must be between 0 and max_steps ({config.max_steps}), got {config.optim.decay_steps}")
+    if config.optim.warm_start_lr < 0 or (config.optim.warm_start_lr and not config.flow.align_steps):
+        raise ConfigError(f"optim.warm_start_lr must be 0 (optim.lr throughout) or a positive rate for a warm start "
+                          f"(flow.align_steps > 0), got {config.optim.warm_start_lr} with align_steps {config.flow.align_steps}")
     if not config.optim.new_module_lr_scale > 0:
         raise ConfigError(f"optim.new_module_lr_scale must be positive, got {config.optim.new_module_lr_scale!r}")
     if config.mixed_precision not in MIXED_PRECISIONS:
@@ -462,7 +469,7 @@ class Trainer:
         if c.optim.grad_clip:
             self.accelerator.clip_grad_norm_(self.model.parameters(), c.optim.grad_clip)
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(c.optim, self.step, c.max_steps) * group.get("lr_scale", 1.0)
+            group["lr"] = learning_rate(c.optim, self.step, c.max_steps, c.flow.align_steps) * group.get("lr_scale", 1.0)
         self.optimizer.step()
         if self.ema is not None:
             self.ema.step(self.trainable_parameters())
@@ -629,7 +636,7 @@ def run(config: TrainConfig, resume: bool = False) -> Path:
             steps_per_s = (trainer.step - last_step) / max(now - last_time, 1e-9)
             last_time, last_step = now, trainer.step
             log.write(step=trainer.step, loss=f"{loss:.6f}", seconds=f"{now - started:.1f}")
-            accelerator.log({"loss": loss, "lr": learning_rate(config.optim, trainer.step - 1, config.max_steps),
+            accelerator.log({"loss": loss, "lr": learning_rate(config.optim, trainer.step - 1, config.max_steps, config.flow.align_steps),
                              "steps_per_s": steps_per_s, "samples_per_s": steps_per_s * items_per_step}, step=trainer.step)
             accelerator.print(f"step {trainer.step}: loss {loss:.5f}", flush=True)
         if trainer.step % config.checkpoint_every == 0 or trainer.step == config.max_steps:
