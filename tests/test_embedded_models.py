@@ -25,10 +25,11 @@ CASES = [
 ]
 
 # How many of CASES must also hold an object of the named colour: what the shipped models do now (the source all
-# six; the pixel model draws every background and objects in two hues, warm ones orange and cool ones blue, so of
-# these six only the blue square: docs/results.md; its colour binding is checked in test_prompt_binding.py).
-# Raise these when better assets land.
-COLOUR_HITS_AT_LEAST = {"tiny-source": 6, "tiny-l2p": 1}
+# six; the pixel model four, the blue square, green circle, purple square and orange triangle, drawing the red
+# circle and yellow triangle orange: docs/results.md; its colour binding is checked in test_prompt_binding.py),
+# less one for the pixel model, whose hits sit nearer the colour boundaries, against another CPU's rounding.
+# The previous pixel model drew only orange and blue (1 of 6). Raise these when better assets land.
+COLOUR_HITS_AT_LEAST = {"tiny-source": 6, "tiny-l2p": 3}
 
 
 @pytest.fixture(scope="module", params=["tiny-source", "tiny-l2p"])

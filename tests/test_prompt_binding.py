@@ -27,8 +27,9 @@ def test_swapping_changes_every_colour_and_nothing_else():
 
 # The least gain each shipped model must show at sigma 0.9 on 16 renders. The source binds its colour words where a
 # run decides colours (docs/results.md: +0.137 on 128 renders); the pixel model, warm-started with the token
-# alignment, +0.072 (+0.072 on these 16); the paper's recipe alone gave +0.028, and reading colour off the noise ~0.
-LEAST_GAIN = {"tiny-source": 0.01, "tiny-l2p": 0.04}
+# alignment and object weighting, +0.103 (+0.139 +- 0.030 on these 16); the least is above the +0.072 of the
+# alignment alone (on these 16 too); the paper's recipe alone gave +0.028, and reading colour off the noise ~0.
+LEAST_GAIN = {"tiny-source": 0.01, "tiny-l2p": 0.08}
 
 
 @pytest.mark.parametrize("name", sorted(LEAST_GAIN))
