@@ -65,20 +65,22 @@ def pixel_sampling(model: L2PTransformer2DModel, source_folder: str, steps: int 
 SCORE_KEYS = ("overall", "single_object", "two_object", "counting", "colors", "position", "color_attr")
 
 
-def alignment_clause(flow: dict) -> str:
-    """The token alignment (training.alignment) in the card's loss line, when the run used it."""
-    if not flow.get("align_weight"):
+def extra_loss_clause(flow: dict, weight: str, steps: str, term: str, after: str = "") -> str:
+    """A loss term beyond the paper's velocity MSE (`flow.<weight>`, on for the first `flow.<steps>` steps or, at 0,
+    throughout) in the card's loss line, when the run used it; `term` formats the weight as {weight}."""
+    if not flow.get(weight):
         return ""
-    span = f"for the first {flow['align_steps']} steps (a warm start), then the velocity MSE alone" if flow.get("align_steps") else "throughout"
-    return f"; plus the token alignment to the source's tokens (weight {flow['align_weight']:g}, not the paper's recipe) {span}"
+    span = f"for the first {flow[steps]} steps{after}" if flow.get(steps) else "throughout"
+    return f"; {term.format(weight=flow[weight])} {span}"
 
 
-def object_weight_clause(flow: dict) -> str:
-    """The object weighting of the loss (`flow.object_weight`) in the card's loss line, when the run used it."""
-    if not flow.get("object_weight"):
-        return ""
-    span = f"for the first {flow['object_weight_steps']} steps" if flow.get("object_weight_steps") else "throughout"
-    return f"; off-background pixels weighted 1 + {flow['object_weight']:g} in the MSE (not the paper's recipe) {span}"
+def loss_clauses(flow: dict) -> str:
+    """The token alignment (training.alignment) and the object weighting, as the run used them."""
+    return (extra_loss_clause(flow, "align_weight", "align_steps",
+                              "plus the token alignment to the source's tokens (weight {weight:g}, not the paper's recipe)",
+                              " (a warm start), then the velocity MSE alone")
+            + extra_loss_clause(flow, "object_weight", "object_weight_steps",
+                                "off-background pixels weighted 1 + {weight:g} in the MSE (not the paper's recipe)"))
 
 
 def training_section(state: dict, trained: set[str], model: L2PTransformer2DModel, scores: dict | None,
@@ -100,7 +102,7 @@ def training_section(state: dict, trained: set[str], model: L2PTransformer2DMode
         f"(init: {m['init']}; freeze policy {m['freeze_policy']}{also_frozen}, n_shallow {m['n_shallow']}): {count:,} of "
         f"{total:,} parameters trained ({count / total:.0%}), on `{config['data'].get('path') or config['data']['kind']}`.",
         "",
-        f"- Loss: velocity MSE, {f['grid_steps']}-point sigma grid shifted by {f['shift']}" + alignment_clause(f) + object_weight_clause(f),
+        f"- Loss: velocity MSE, {f['grid_steps']}-point sigma grid shifted by {f['shift']}" + loss_clauses(f),
         f"- AdamW lr {o['lr']:g}{warm_rate} ({o['schedule']}, warm-up {o['warmup_steps']}), weight decay {o['weight_decay']}, "
         f"batch {o['batch_size']} x {accumulation} accumulation per process, {config['mixed_precision']} mixed precision",
         f"- Weights: {'the EMA (decay ' + str(config['ema_decay']) + ')' if config.get('ema_decay') and ema is not False else 'the raw trained weights'}",

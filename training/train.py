@@ -211,9 +211,11 @@ def validate(config: TrainConfig) -> None:
     if config.flow.align_weight and not (m.kind == "pixel" and m.init in ("source", "pixel") and m.n_shallow >= 1):
         raise ConfigError("flow.align_weight needs model.kind: pixel, model.init: source or pixel and model.n_shallow >= 1 "
                           "(the source's DiT gives the tokens its frozen middle blocks expect after the retrained front blocks)")
-    if config.flow.align_steps < 0 or (config.flow.align_steps and not config.flow.align_weight):
-        raise ConfigError(f"flow.align_steps must be 0 (alignment throughout) or a positive number of steps with "
-                          f"flow.align_weight > 0, got {config.flow.align_steps} with align_weight {config.flow.align_weight}")
+    for weight, steps, term in (("align_weight", "align_steps", "alignment"), ("object_weight", "object_weight_steps", "weighting")):
+        w, n = getattr(config.flow, weight), getattr(config.flow, steps)
+        if n < 0 or (n and not w):
+            raise ConfigError(f"flow.{steps} must be 0 ({term} throughout) or a positive number of steps with "
+                              f"flow.{weight} > 0, got {n} with {weight} {w}")
     if m.prediction_type not in PREDICTION_TYPES:
         raise ConfigError(f"model.prediction_type must be one of {list(PREDICTION_TYPES)}, got {m.prediction_type!r}")
     source = Path(m.source)
@@ -246,9 +248,6 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError("flow.semantic_weight needs model.kind: latent and data.kind: toy (it reads the renders' layouts)")
     if config.flow.object_weight < 0 or config.flow.semantic_weight < 0:
         raise ConfigError("flow.object_weight and flow.semantic_weight must be >= 0")
-    if config.flow.object_weight_steps < 0 or (config.flow.object_weight_steps and not config.flow.object_weight):
-        raise ConfigError(f"flow.object_weight_steps must be 0 (weighting throughout) or a positive number of steps with "
-                          f"flow.object_weight > 0, got {config.flow.object_weight_steps} with object_weight {config.flow.object_weight}")
     if not 0 <= config.ema_decay < 1:
         raise ConfigError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
     if config.max_steps < 1 or config.optim.batch_size < 1 or config.optim.gradient_accumulation_steps < 1:
