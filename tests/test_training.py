@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 import tiny
 from l2p import L2PPipeline, L2PTransformer2DModel
-from training.config import ConfigError, load_config
+from training.config import ConfigError, load_config, to_dict
 from training.train import TrainConfig, run, validate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +68,19 @@ def test_bad_configs_fail_before_any_work_naming_the_field(source_dir, tmp_path,
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         validate(load_config(TrainConfig, None, base + overrides))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name, n_shallow", [("depth-2", 2), ("depth-3", 3)])
+def test_the_depth_ablation_is_the_shipped_transfer_but_for_its_trained_depth(name, n_shallow):
+    # A paired comparison: a recipe change to transfer.yaml that the ablation configs miss would compare two recipes.
+    toy = Path(__file__).resolve().parents[1] / "training" / "configs" / "toy"
+    transfer = to_dict(load_config(TrainConfig, toy / "transfer.yaml"))
+    ablation = to_dict(load_config(TrainConfig, toy / f"{name}.yaml"))
+    assert ablation["model"].pop("n_shallow") == n_shallow
+    transfer["model"].pop("n_shallow")
+    assert ablation.pop("output_dir") == f"runs/toy/{name}"
+    transfer.pop("output_dir")
+    assert ablation == transfer
 
 
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_CONFIG), "--num_processes", "2", "-m"]
