@@ -45,6 +45,7 @@ from l2p.demo import (
     MAX_SEED,
     NATIVE,
     PRESET_HEADERS,
+    AUTO_ROPE,
     ROPE_CHOICES,
     DYPE_RANGE,
     SHIFT_RANGE,
@@ -357,7 +358,7 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
                     seed = gr.Number(value=0, precision=0, label=f"Seed (0 to {MAX_SEED})")
                     randomize_seed = gr.Checkbox(value=True, label="Randomize seed")
                 rope = gr.Dropdown(list(ROPE_CHOICES), value="auto", allow_custom_value=True,
-                                   label="RoPE extrapolation (auto: DyPE past the trained size)")
+                                   label=f"RoPE extrapolation (auto: {AUTO_ROPE} past the trained size)")
                 with gr.Accordion("Advanced", open=False):
                     shift = CheckedSlider(*SHIFT_RANGE, value=DEFAULTS.shift, step=0.1, elem_id="shift",
                                           label="Noise shift (the release samples with 3; 4 was best at 4K in the paper)")

@@ -91,10 +91,10 @@ def test_presets_are_long_sides_snapped_to_both_pipelines():
     assert preset_label("native", geometry) == "Native · 256 px · native"
 
 
-def test_auto_rope_is_dype_only_past_the_trained_grid():
+def test_auto_rope_is_the_measured_best_only_past_the_trained_grid():
     assert is_native(256, 144, 16, 16) and not is_native(272, 16, 16, 16)
     assert resolve_rope("auto", 256, 256, 16, 16) is None
-    assert resolve_rope("auto", 512, 256, 16, 16) == "dype"
+    assert resolve_rope("auto", 512, 256, 16, 16) == "yarn"
     assert resolve_rope("none", 4096, 4096, 16, 16) is None
     assert resolve_rope("yarn", 256, 256, 16, 16) == "yarn"
     with pytest.raises(ValueError, match="unknown RoPE strategy"):
@@ -148,9 +148,9 @@ def test_same_seed_same_image_and_a_random_seed_is_reported(demo):
     assert np.array_equal(np.asarray(drawn.image), np.asarray(replayed.image))
 
 
-def test_zero_shot_size_uses_dype_under_auto(demo):
+def test_zero_shot_size_uses_yarn_under_auto(demo):
     _, result = run(demo.generate(Request("a red circle", preset="1K", aspect_ratio="9:16", steps=1, guidance=1.0)))
-    assert result.image.size == (576, 1024) and not result.native and result.rope == "dype"
+    assert result.image.size == (576, 1024) and not result.native and result.rope == "yarn"
 
 
 def test_x0_preview_is_downscaled_to_its_long_side():
@@ -229,7 +229,7 @@ def test_estimates_for_every_preset_before_running(demo):
     assert rows[0][1] == "256×256" and rows[-1][1] == "8192×8192"
     assert rows[-1][4].endswith("(too much)") and not rows[0][4].endswith("(too much)")
     summary = demo.run_summary(Request("", preset="1K", aspect_ratio="16:9", steps=30, guidance=2.0))
-    assert summary.startswith("1024×576 · zero-shot · RoPE dype · ~")
+    assert summary.startswith("1024×576 · zero-shot · RoPE yarn · ~")
     for preset in ("native", "2K", "8K"):
         for kind in ("generate", "compare"):
             request = Request("x", preset=preset, steps=30)

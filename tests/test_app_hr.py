@@ -73,7 +73,7 @@ def test_a_three_way_compare_at_the_hr_size_measures_all_three(demo, monkeypatch
                       source_steps=STEPS, source_guidance=2.0)
     plan = demo.plan(request, "compare")
     assert plan.three_way and plan.native == {"pixel": False, "source": False, "hr": True}
-    assert plan.rope == {"pixel": "dype", "source": "dype", "hr": None}  # the 1x model zero-shot, the HR one native
+    assert plan.rope == {"pixel": "yarn", "source": "yarn", "hr": None}  # the 1x model zero-shot, the HR one native
     events, result = run(demo.compare(request))
     assert isinstance(result, CompareResult) and result.pipelines == ("source", "pixel", "hr")
     assert [e.pipeline for e in events if hasattr(e, "pipeline")] == ["source", "pixel", "hr"]
