@@ -73,7 +73,7 @@ def test_bad_configs_fail_before_any_work_naming_the_field(source_dir, tmp_path,
 @pytest.mark.parametrize("name, n_shallow", [("depth-2", 2), ("depth-3", 3)])
 def test_the_depth_ablation_is_the_shipped_transfer_but_for_its_trained_depth(name, n_shallow):
     # A paired comparison: a recipe change to transfer.yaml that the ablation configs miss would compare two recipes.
-    toy = Path(__file__).resolve().parents[1] / "training" / "configs" / "toy"
+    toy = ROOT / "training" / "configs" / "toy"
     transfer = to_dict(load_config(TrainConfig, toy / "transfer.yaml"))
     ablation = to_dict(load_config(TrainConfig, toy / f"{name}.yaml"))
     assert ablation["model"].pop("n_shallow") == n_shallow
