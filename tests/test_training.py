@@ -70,7 +70,7 @@ def test_bad_configs_fail_before_any_work_naming_the_field(source_dir, tmp_path,
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("name, n_shallow", [("depth-1", 1), ("depth-3", 3)])
+@pytest.mark.parametrize("name, n_shallow", [("depth-2", 2), ("depth-3", 3)])
 def test_the_depth_ablation_is_the_shipped_transfer_but_for_its_trained_depth(name, n_shallow):
     # A paired comparison: a recipe change to transfer.yaml that the ablation configs miss would compare two recipes.
     toy = ROOT / "training" / "configs" / "toy"
