@@ -462,12 +462,15 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
         run_event.then(preset_table, cost_inputs, presets_table, queue=False, api_visibility="private",
                        show_progress="hidden")
 
-    # A new visitor gets the estimates as they stand now, not as they stood when the page was built.
+    # A new visitor gets the estimates as they stand now, not as they stood when the page was built. One listener
+    # serves the page load and the settings' changes, so it needs "always_last": gr.on's default ("once") drops a
+    # change made while the load's answer is pending, and the page then describes the default preset, not the
+    # one chosen.
     gr.on([demo.load, *(c.change for c in cost_inputs)], preset_table, cost_inputs, presets_table, queue=False,
-          api_visibility="private", show_progress="hidden")
+          api_visibility="private", show_progress="hidden", trigger_mode="always_last")
     prompt.change(DEMO.vocabulary_note, prompt, vocabulary, queue=False, api_visibility="private", show_progress="hidden")
     gr.on([demo.load, *(c.change for c in summary_inputs)], run_summary, summary_inputs, summary, queue=False,
-          api_visibility="private", show_progress="hidden")
+          api_visibility="private", show_progress="hidden", trigger_mode="always_last")
 
 demo.queue(max_size=CONFIG.max_queue, default_concurrency_limit=CONFIG.concurrency)
 
