@@ -38,16 +38,16 @@ import pandas as pd
 
 from l2p.demo import (
     ASPECT_RATIOS,
+    AUTO_ROPE,
     COMPARE_FIELDS,
+    DYPE_RANGE,
     GENERATE_FIELDS,
     GUIDANCE_RANGE,
     IMAGES_RANGE,
     MAX_SEED,
     NATIVE,
     PRESET_HEADERS,
-    AUTO_ROPE,
     ROPE_CHOICES,
-    DYPE_RANGE,
     SHIFT_RANGE,
     STEPS_RANGE,
     Demo,
