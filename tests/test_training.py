@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import tiny
 from l2p import L2PPipeline, L2PTransformer2DModel
+from l2p.high_resolution import grow_for_high_resolution
 from training.config import ConfigError, load_config, to_dict
 from training.train import TrainConfig, run, validate
 
@@ -61,6 +63,8 @@ def environment():
         (["flow.align_steps=100"], "flow.align_steps"),  # a warm start of nothing: align_weight is 0
         (["flow.object_weight_steps=100"], "flow.object_weight_steps"),  # the same: object_weight is 0
         (["optim.warm_start_lr=1e-3"], "optim.warm_start_lr"),  # a rate for a warm start there is not
+        (["flow.align_to=vae"], "flow.align_to"),
+        (["flow.align_weight=1", "flow.align_to=base"], "flow.align_to"),  # a transfer has no 1x base to align to
     ],
 )
 def test_bad_configs_fail_before_any_work_naming_the_field(source_dir, tmp_path, overrides, field):
@@ -537,6 +541,31 @@ def test_token_alignment_targets_the_sources_tokens_at_the_block_and_trains_only
     with pytest.raises(ConfigError, match="flow.align_weight"):
         validate(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "bad", **{"flow.align_weight": 1.0,
                                                                                                   "model.init": "scratch"})))
+
+
+def test_an_hr_model_aligns_to_its_1x_base_which_it_starts_as(tmp_path):
+    """flow.align_to: base: the teacher is the 1x pixel model an HR variant grows from, fed the image shrunk to its
+    side in pixels. The grown model hands its frozen blocks the base's own tokens for an image whose patches are
+    flat at the HR scale, so the loss starts at zero there and grows as the image gets detail the base cannot see.
+    The model card names the teacher."""
+    from training.alignment import SourceAlignment
+    from training.flow import predict
+    from training.merge import loss_clauses
+
+    base = tiny.pixel_transformer(seed=2, patch_size=16, trained_grid=4).eval()
+    grown = grow_for_high_resolution(base, 2).eval()
+    alignment = SourceAlignment(grown, base, block=0)
+    torch.manual_seed(0)
+    small, t = torch.randn(2, 3, 64, 64), torch.tensor([0.3, 0.8])
+    captions = [torch.randn(5, base.config.cap_feat_dim), torch.randn(9, base.config.cap_feat_dim)]
+    targets = alignment.targets(small, t, captions, latent=False)
+    with torch.no_grad():
+        predict(grown, F.interpolate(small, scale_factor=2, mode="nearest"), t, captions, latent=False)
+        assert alignment.loss(targets).item() < 1e-10
+        predict(grown, F.interpolate(small, scale_factor=2, mode="nearest") + torch.randn(2, 3, 128, 128), t, captions, latent=False)
+        assert alignment.loss(targets).item() > 0.01
+    card = loss_clauses({"align_weight": 1.0, "align_steps": 800, "align_to": "base"})
+    assert "token alignment to its 1x base model's tokens" in card and "source" not in card
 
 
 @pytest.mark.parametrize("weight, steps, warm_lr, card_texts", [

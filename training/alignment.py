@@ -9,6 +9,10 @@ where they lift the source's from 79% to 93%. The velocity loss alone has to fin
 through the frozen blocks and the new head; this loss shows it directly. It is not the paper's recipe (plain
 velocity MSE), so it is off unless `flow.align_weight` asks for it.
 
+For a high-resolution variant grown from the 1x pixel model (`flow.align_to: base`), the teacher is that 1x
+model instead, on the image shrunk to its native side and noised in pixels: its tokens are the ones the copied
+blocks and inner head levels were trained with.
+
 The target is the source DiT's sequence (image and caption tokens) leaving block `block` (the last retrained front
 block), computed without gradients on the image's VAE latent noised to the same sigma; the source's forward
 stops there. The loss is their mean squared difference over the target's variance, so its weight does not depend
@@ -24,12 +28,17 @@ import torch.nn.functional as F
 from .flow import predict
 
 
+# What `flow.align_to` may name: the source DiT on VAE latents, or the 1x pixel model an HR variant grows from.
+ALIGN_TARGETS = ("source", "base")
+
+
 class _SourceTokens(Exception):
     """Raised from the source's hooked block to stop its forward there, carrying the block's output."""
 
 
 class SourceAlignment(nn.Module):
-    """The source DiT (frozen) and forward hooks on `layers[block]` of it and of the pixel model."""
+    """The teacher DiT (frozen: the source's, or an HR model's 1x base) and forward hooks on `layers[block]` of it
+    and of the pixel model."""
 
     def __init__(self, model: nn.Module, source_transformer: nn.Module, block: int):
         super().__init__()
@@ -52,13 +61,14 @@ class SourceAlignment(nn.Module):
         raise _SourceTokens(output)
 
     @torch.no_grad()
-    def targets(self, latents_t: torch.Tensor, t: torch.Tensor, captions) -> torch.Tensor:
-        """The source's tokens leaving the block for noisy latents `latents_t` (B, C, H, W) at time `t`."""
+    def targets(self, x_t: torch.Tensor, t: torch.Tensor, captions, latent: bool = True) -> torch.Tensor:
+        """The teacher's tokens leaving the block for its noisy input `x_t` (B, C, H, W) at time `t`: VAE latents
+        for the source (`latent`), pixels for a 1x pixel model."""
         try:
-            predict(self.source, latents_t, t, captions, latent=True)
+            predict(self.source, x_t, t, captions, latent=latent)
         except _SourceTokens as stop:
             return stop.args[0]
-        raise RuntimeError("the source's forward never reached the aligned block")
+        raise RuntimeError("the teacher's forward never reached the aligned block")
 
     def loss(self, targets: torch.Tensor) -> torch.Tensor:
         """For the pixel model's forward just run: its tokens at the block against `targets`."""

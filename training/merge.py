@@ -76,8 +76,9 @@ def extra_loss_clause(flow: dict, weight: str, steps: str, term: str, after: str
 
 def loss_clauses(flow: dict) -> str:
     """The token alignment (training.alignment) and the object weighting, as the run used them."""
+    teacher = "its 1x base model's" if flow.get("align_to") == "base" else "the source's"
     return (extra_loss_clause(flow, "align_weight", "align_steps",
-                              "plus the token alignment to the source's tokens (weight {weight:g}, not the paper's recipe)",
+                              f"plus the token alignment to {teacher} tokens" + " (weight {weight:g}, not the paper's recipe)",
                               " (a warm start), then the velocity MSE alone")
             + extra_loss_clause(flow, "object_weight", "object_weight_steps",
                                 "off-background pixels weighted 1 + {weight:g} in the MSE (not the paper's recipe)"))

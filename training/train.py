@@ -43,7 +43,7 @@ from l2p.transfer import PARTS, POLICIES
 from l2p.transformer_l2p import PREDICTION_TYPES
 
 from . import checkpoints
-from .alignment import SourceAlignment
+from .alignment import ALIGN_TARGETS, SourceAlignment
 from .checkpoints import latest_checkpoint
 from .config import ConfigError, parse_command_line, to_dict
 from .data import DatasetCorpus, ToyCorpus, step_rng
@@ -143,6 +143,11 @@ class FlowConfig:
     # after them (a warm start of the new pixel front, as the release converts weights before its recipe); 0 = on
     # throughout.
     align_steps: int = 0
+    # What the tokens are pulled toward: "source", the source DiT's on the image's VAE latent (shrunk to its token
+    # grid first for an HR model), or, for an HR model (model.init: pixel), "base": the 1x pixel model it grows
+    # from, on the image shrunk to that model's native side and noised in pixels, i.e. the tokens its copied
+    # blocks and inner head levels were trained with, not the source's, from which the 1x model has drifted.
+    align_to: str = "source"
 
 
 @dataclass
@@ -211,6 +216,10 @@ def validate(config: TrainConfig) -> None:
     if config.flow.align_weight and not (m.kind == "pixel" and m.init in ("source", "pixel") and m.n_shallow >= 1):
         raise ConfigError("flow.align_weight needs model.kind: pixel, model.init: source or pixel and model.n_shallow >= 1 "
                           "(the source's DiT gives the tokens its frozen middle blocks expect after the retrained front blocks)")
+    if config.flow.align_to not in ALIGN_TARGETS:
+        raise ConfigError(f"flow.align_to must be one of {list(ALIGN_TARGETS)}, got {config.flow.align_to!r}")
+    if config.flow.align_weight and config.flow.align_to == "base" and m.init != "pixel":
+        raise ConfigError("flow.align_to: base needs model.init: pixel (an HR model grown from the 1x pixel model in model.base)")
     for weight, steps, term in (("align_weight", "align_steps", "alignment"), ("object_weight", "object_weight_steps", "weighting")):
         w, n = getattr(config.flow, weight), getattr(config.flow, steps)
         if n < 0 or (n and not w):
@@ -328,7 +337,11 @@ class Trainer:
         self.alignment = None
         # The model's pixels per token over the source's: 1 for the 1x transfer, 4 for an HR model with 4x the patch.
         self.alignment_shrink = 1
-        if config.flow.align_weight:  # the source DiT stays, frozen, to give the tokens the middle blocks expect
+        if config.flow.align_weight and config.flow.align_to == "base":  # the 1x model stays, frozen, as the teacher
+            base = L2PTransformer2DModel.from_pretrained(m.base, subfolder="transformer", torch_dtype=torch.float32)
+            self.alignment = SourceAlignment(self.model, base, m.n_shallow - 1).to(accelerator.device)
+            self.alignment_shrink = m.patch_size // base.config.patch_size
+        elif config.flow.align_weight:  # the source DiT stays, frozen, to give the tokens the middle blocks expect
             self.alignment = SourceAlignment(self.model, self.source.transformer, m.n_shallow - 1).to(accelerator.device)
             self.alignment_shrink = m.patch_size // pixels_per_token(self.source)
         # The source DiT's weights now live in the model (copied or, for the latent kind, only its config used):
@@ -443,9 +456,10 @@ class Trainer:
             self.alignment = None
             self.latent_cache.clear()
         aligning = self.alignment is not None
-        if aligning:  # the same images' latents at the same sigmas, for the source's tokens
-            latents = self.encoded(items)[0]
-            latents_t = noised(latents, torch.randn(latents.shape, generator=generator).to(x0.device), sigma)
+        to_base = aligning and c.flow.align_to == "base"
+        if aligning:  # the same images, as the teacher sees them (VAE latents or shrunk pixels), at the same sigmas
+            teacher_x0 = F.avg_pool2d(x0, self.alignment_shrink) if to_base else self.encoded(items)[0]
+            teacher_x_t = noised(teacher_x0, torch.randn(teacher_x0.shape, generator=generator).to(x0.device), sigma)
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for k in range(chunks):
@@ -454,7 +468,7 @@ class Trainer:
             sync = contextlib.nullcontext() if k == chunks - 1 else self.accelerator.no_sync(self.model)
             with sync:
                 if aligning:
-                    targets = self.alignment.targets(latents_t[part], 1 - sigma[part], captions[part])
+                    targets = self.alignment.targets(teacher_x_t[part], 1 - sigma[part], captions[part], latent=not to_base)
                 with self.accelerator.autocast():
                     prediction = predict(self.model, noised(x0[part], noise[part], sigma[part]), 1 - sigma[part], captions[part],
                                          latent=self.config.model.kind != "pixel")
