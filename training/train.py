@@ -335,7 +335,7 @@ class Trainer:
             else:
                 self.trainable = freeze_for_transfer(self.model, m.n_shallow, m.freeze_policy, m.also_frozen)
         self.alignment = None
-        # The model's pixels per token over the source's: 1 for the 1x transfer, 4 for an HR model with 4x the patch.
+        # The model's pixels per token over the teacher's: 1 for the 1x transfer, 4 for an HR model with 4x the patch.
         self.alignment_shrink = 1
         if config.flow.align_weight and config.flow.align_to == "base":  # the 1x model stays, frozen, as the teacher
             base = L2PTransformer2DModel.from_pretrained(m.base, subfolder="transformer", torch_dtype=torch.float32)
