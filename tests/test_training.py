@@ -554,11 +554,11 @@ def test_an_hr_model_aligns_to_its_1x_base_which_it_starts_as(tmp_path):
 
     base = tiny.pixel_transformer(seed=2, patch_size=16, trained_grid=4).eval()
     grown = grow_for_high_resolution(base, 2).eval()
-    alignment = SourceAlignment(grown, base, block=0)
+    alignment = SourceAlignment(grown, base, block=0, latent=False)
     torch.manual_seed(0)
     small, t = torch.randn(2, 3, 64, 64), torch.tensor([0.3, 0.8])
     captions = [torch.randn(5, base.config.cap_feat_dim), torch.randn(9, base.config.cap_feat_dim)]
-    targets = alignment.targets(small, t, captions, latent=False)
+    targets = alignment.targets(small, t, captions)
     with torch.no_grad():
         predict(grown, F.interpolate(small, scale_factor=2, mode="nearest"), t, captions, latent=False)
         assert alignment.loss(targets).item() < 1e-10

@@ -40,9 +40,11 @@ class SourceAlignment(nn.Module):
     """The teacher DiT (frozen: the source's, or an HR model's 1x base) and forward hooks on `layers[block]` of it
     and of the pixel model."""
 
-    def __init__(self, model: nn.Module, source_transformer: nn.Module, block: int):
+    def __init__(self, model: nn.Module, source_transformer: nn.Module, block: int, latent: bool = True):
+        """`latent`: the teacher reads VAE latents (the source's DiT), else pixels (a 1x pixel model)."""
         super().__init__()
         self.source = source_transformer.requires_grad_(False).eval()
+        self.latent = latent
         self._pixel_tokens = None
         self._hooks = [model.layers[block].register_forward_hook(self._keep),
                        self.source.layers[block].register_forward_hook(self._stop)]
@@ -61,11 +63,11 @@ class SourceAlignment(nn.Module):
         raise _SourceTokens(output)
 
     @torch.no_grad()
-    def targets(self, x_t: torch.Tensor, t: torch.Tensor, captions, latent: bool = True) -> torch.Tensor:
+    def targets(self, x_t: torch.Tensor, t: torch.Tensor, captions) -> torch.Tensor:
         """The teacher's tokens leaving the block for its noisy input `x_t` (B, C, H, W) at time `t`: VAE latents
-        for the source (`latent`), pixels for a 1x pixel model."""
+        for the source, pixels for a 1x pixel model."""
         try:
-            predict(self.source, x_t, t, captions, latent=latent)
+            predict(self.source, x_t, t, captions, latent=self.latent)
         except _SourceTokens as stop:
             return stop.args[0]
         raise RuntimeError("the teacher's forward never reached the aligned block")

@@ -286,12 +286,17 @@ def validate_growth(m: ModelConfig) -> None:
         raise ConfigError(f"model.patch_size / model.detailer_channels against the base's patch {base['patch_size']}: {error}") from None
 
 
-def initial_pixel_model(m: ModelConfig, source_transformer) -> L2PTransformer2DModel:
+def pixel_base(m: ModelConfig) -> L2PTransformer2DModel:
+    """The 1x pixel model in `m.base` that an HR variant (init: pixel) grows from."""
+    return L2PTransformer2DModel.from_pretrained(m.base, subfolder="transformer", torch_dtype=torch.float32)
+
+
+def initial_pixel_model(m: ModelConfig, source_transformer, base: L2PTransformer2DModel | None = None) -> L2PTransformer2DModel:
     """The pixel model as a run builds it before training (and `training.merge` rebuilds it under a checkpoint):
     from the source's DiT for the transfer and scratch (whose weights the caller then replaces), or grown from
-    the pixel model in `m.base` (init: pixel)."""
+    the pixel model in `m.base` (init: pixel; `base`: that model when the caller has loaded it already)."""
     if m.init == "pixel":
-        base = L2PTransformer2DModel.from_pretrained(m.base, subfolder="transformer", torch_dtype=torch.float32)
+        base = base if base is not None else pixel_base(m)
         return grow_for_high_resolution(base, m.patch_size // base.config.patch_size, m.detailer_channels)
     return L2PTransformer2DModel.from_source(
         source_transformer, patch_size=m.patch_size, detailer_channels=m.detailer_channels,
@@ -324,7 +329,9 @@ class Trainer:
                 self.model.load_state_dict(self.source.transformer.state_dict())
             self.trainable = sum(p.numel() for p in self.model.parameters())
         else:
-            self.model = initial_pixel_model(m, self.source.transformer)
+            # An HR variant's 1x base, loaded once: it is grown from and, with flow.align_to: base, the teacher.
+            base = pixel_base(m) if m.init == "pixel" else None
+            self.model = initial_pixel_model(m, self.source.transformer, base)
             if m.init == "scratch":
                 # The baseline the transfer is measured against: the same architecture, random weights, and all
                 # of them trained (frozen random blocks would handicap it). Its checkpoints then hold every
@@ -338,8 +345,7 @@ class Trainer:
         # The model's pixels per token over the teacher's: 1 for the 1x transfer, 4 for an HR model with 4x the patch.
         self.alignment_shrink = 1
         if config.flow.align_weight and config.flow.align_to == "base":  # the 1x model stays, frozen, as the teacher
-            base = L2PTransformer2DModel.from_pretrained(m.base, subfolder="transformer", torch_dtype=torch.float32)
-            self.alignment = SourceAlignment(self.model, base, m.n_shallow - 1).to(accelerator.device)
+            self.alignment = SourceAlignment(self.model, base, m.n_shallow - 1, latent=False).to(accelerator.device)
             self.alignment_shrink = m.patch_size // base.config.patch_size
         elif config.flow.align_weight:  # the source DiT stays, frozen, to give the tokens the middle blocks expect
             self.alignment = SourceAlignment(self.model, self.source.transformer, m.n_shallow - 1).to(accelerator.device)
@@ -456,9 +462,8 @@ class Trainer:
             self.alignment = None
             self.latent_cache.clear()
         aligning = self.alignment is not None
-        to_base = aligning and c.flow.align_to == "base"
         if aligning:  # the same images, as the teacher sees them (VAE latents or shrunk pixels), at the same sigmas
-            teacher_x0 = F.avg_pool2d(x0, self.alignment_shrink) if to_base else self.encoded(items)[0]
+            teacher_x0 = self.encoded(items)[0] if self.alignment.latent else F.avg_pool2d(x0, self.alignment_shrink)
             teacher_x_t = noised(teacher_x0, torch.randn(teacher_x0.shape, generator=generator).to(x0.device), sigma)
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
@@ -468,7 +473,7 @@ class Trainer:
             sync = contextlib.nullcontext() if k == chunks - 1 else self.accelerator.no_sync(self.model)
             with sync:
                 if aligning:
-                    targets = self.alignment.targets(teacher_x_t[part], 1 - sigma[part], captions[part], latent=not to_base)
+                    targets = self.alignment.targets(teacher_x_t[part], 1 - sigma[part], captions[part])
                 with self.accelerator.autocast():
                     prediction = predict(self.model, noised(x0[part], noise[part], sigma[part]), 1 - sigma[part], captions[part],
                                          latent=self.config.model.kind != "pixel")
