@@ -65,6 +65,8 @@ def environment():
         (["optim.warm_start_lr=1e-3"], "optim.warm_start_lr"),  # a rate for a warm start there is not
         (["flow.align_to=vae"], "flow.align_to"),
         (["flow.align_weight=1", "flow.align_to=base"], "flow.align_to"),  # a transfer has no 1x base to align to
+        (["flow.align_noise=same"], "flow.align_noise"),
+        (["checkpoint_every=0"], "checkpoint_every"),  # once crashed the first step with a division by zero
     ],
 )
 def test_bad_configs_fail_before_any_work_naming_the_field(source_dir, tmp_path, overrides, field):
@@ -538,9 +540,33 @@ def test_token_alignment_targets_the_sources_tokens_at_the_block_and_trains_only
     trained = {name: load_file(str(folder / "trainable.safetensors")) for name, folder in (("plain", plain), ("aligned", aligned))}
     assert set(trained["plain"]) == set(trained["aligned"])
     assert any(not torch.equal(trained["plain"][k], trained["aligned"][k]) for k in trained["plain"])  # the loss changed the step
+    shared = run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "shared", max_steps=2, log_with="none",
+                                                                **{"flow.align_weight": 1.0, "flow.align_noise": "shared"})))
+    shared = load_file(str(shared / "trainable.safetensors"))
+    assert any(not torch.equal(shared[k], trained["aligned"][k]) for k in shared)  # the teacher saw other noise
     with pytest.raises(ConfigError, match="flow.align_weight"):
         validate(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "bad", **{"flow.align_weight": 1.0,
                                                                                                   "model.init": "scratch"})))
+
+
+def test_shared_alignment_noise_follows_the_vae_and_stays_the_unit_gaussian_the_teacher_was_trained_with():
+    """flow.align_noise: shared: each VAE cell's pixel noise becomes its latent noise through the orthonormal map
+    nearest the VAE's own (a linear 'VAE' with orthonormal rows is recovered), after area-averaging for an HR
+    model's wider tokens, and what comes out is white unit noise, as the source's training noise was."""
+    from training.alignment import noise_map, teacher_noise
+
+    generator = torch.Generator().manual_seed(0)
+    vae = torch.linalg.qr(torch.randn(3 * 8 * 8, 16, generator=generator)).Q.T.reshape(16, 3, 8, 8)
+    pixels = torch.randn(64, 3, 64, 64, generator=generator) * 0.3 + 0.2
+    fitted = noise_map(pixels, 1.7 * F.conv2d(pixels, vae, stride=8) - 0.4)  # standardised: scaled and shifted
+    flat = fitted.reshape(16, -1)
+    assert torch.allclose(flat @ flat.T, torch.eye(16), atol=1e-5)  # orthonormal rows
+    assert (flat * vae.reshape(16, -1)).sum(1).min() > 0.95  # each latent channel's pixel direction found
+    noise = teacher_noise(torch.randn(256, 3, 64, 64, generator=generator), 2, fitted)  # an HR shrink of 2, then the map
+    assert noise.shape == (256, 16, 4, 4)
+    channels = noise.transpose(0, 1).reshape(16, -1)
+    assert torch.allclose(channels @ channels.T / channels.shape[1], torch.eye(16), atol=0.05)
+    assert teacher_noise(torch.ones(1, 3, 8, 8), 4, None).eq(4).all()  # no map (a pixel teacher): averaged, scaled
 
 
 def test_an_hr_model_aligns_to_its_1x_base_which_it_starts_as(tmp_path):

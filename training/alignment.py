@@ -17,6 +17,15 @@ The target is the source DiT's sequence (image and caption tokens) leaving block
 block), computed without gradients on the image's VAE latent noised to the same sigma; the source's forward
 stops there. The loss is their mean squared difference over the target's variance, so its weight does not depend
 on the DiT's feature scale.
+
+The teacher's noise: drawn independently of the pixel model's (`noise: independent`), the target at a high sigma is
+mostly that noise, which the pixel model cannot see, so the MSE pulls its tokens to their mean over the teacher's
+noise: tokens that no longer vary with the noise as the frozen blocks were trained to expect (at sigma 0.9, 12% of
+the shipped pixel model's block-0 token variance is due to the noise against 55% of the source's). `shared` derives
+the teacher's noise from the pixel model's own: area-averaged to the teacher's side (times the shrink, which keeps
+it unit Gaussian) and, for a latent teacher, each VAE cell's pixel noise projected by `noise_map` (orthonormal rows:
+the result is exactly the unit Gaussian the source was trained with), so the target is a function of what the
+pixel model sees.
 """
 
 from __future__ import annotations
@@ -30,6 +39,31 @@ from .flow import predict
 
 # What `flow.align_to` may name: the source DiT on VAE latents, or the 1x pixel model an HR variant grows from.
 ALIGN_TARGETS = ("source", "base")
+# What `flow.align_noise` may name: the teacher's noise drawn on its own, or derived from the pixel model's.
+ALIGN_NOISE = ("independent", "shared")
+
+
+def noise_map(pixels: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    """A map from each VAE cell's pixel noise to its latent noise, as a conv weight (C, 3, f, f) for stride f: the
+    orthonormal-row matrix nearest to how the VAE maps the cell's pixels to its latent (orthogonal Procrustes on
+    their centred cross-covariance over `pixels` (B, 3, H, W) and their standardised `latents` (B, C, H/f, W/f)),
+    so that the noise lands in the latent directions the pixels' own content does, and stays unit Gaussian."""
+    channels, factor = latents.shape[1], pixels.shape[-1] // latents.shape[-1]
+    cells = F.unfold(pixels.float(), factor, stride=factor).transpose(1, 2).reshape(-1, 3 * factor * factor)
+    codes = latents.float().flatten(2).transpose(1, 2).reshape(-1, channels)
+    cross = (codes - codes.mean(0)).T @ (cells - cells.mean(0))
+    u, _, vh = torch.linalg.svd(cross, full_matrices=False)
+    return (u @ vh).reshape(channels, 3, factor, factor)
+
+
+def teacher_noise(noise: torch.Tensor, shrink: int, cell_map: torch.Tensor | None) -> torch.Tensor:
+    """The teacher's noise derived from the pixel model's `noise` (B, 3, H, W): area-averaged by `shrink` (times it,
+    so each value stays unit Gaussian), then, for a latent teacher, through `cell_map` (see `noise_map`)."""
+    if shrink > 1:
+        noise = F.avg_pool2d(noise, shrink) * shrink
+    if cell_map is not None:
+        noise = F.conv2d(noise, cell_map.to(noise), stride=cell_map.shape[-1])
+    return noise
 
 
 class _SourceTokens(Exception):

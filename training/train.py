@@ -43,7 +43,7 @@ from l2p.transfer import PARTS, POLICIES
 from l2p.transformer_l2p import PREDICTION_TYPES
 
 from . import checkpoints
-from .alignment import ALIGN_TARGETS, SourceAlignment
+from .alignment import ALIGN_NOISE, ALIGN_TARGETS, SourceAlignment, noise_map, teacher_noise
 from .checkpoints import latest_checkpoint
 from .config import ConfigError, parse_command_line, to_dict
 from .data import DatasetCorpus, ToyCorpus, step_rng
@@ -148,6 +148,8 @@ class FlowConfig:
     # from, on the image shrunk to that model's native side and noised in pixels, i.e. the tokens its copied
     # blocks and inner head levels were trained with, not the source's, from which the 1x model has drifted.
     align_to: str = "source"
+    # The teacher's noise (training.alignment): "independent" of the pixel model's, or "shared", derived from it.
+    align_noise: str = "independent"
 
 
 @dataclass
@@ -218,6 +220,8 @@ def validate(config: TrainConfig) -> None:
                           "(the source's DiT gives the tokens its frozen middle blocks expect after the retrained front blocks)")
     if config.flow.align_to not in ALIGN_TARGETS:
         raise ConfigError(f"flow.align_to must be one of {list(ALIGN_TARGETS)}, got {config.flow.align_to!r}")
+    if config.flow.align_noise not in ALIGN_NOISE:
+        raise ConfigError(f"flow.align_noise must be one of {list(ALIGN_NOISE)}, got {config.flow.align_noise!r}")
     if config.flow.align_weight and config.flow.align_to == "base" and m.init != "pixel":
         raise ConfigError("flow.align_to: base needs model.init: pixel (an HR model grown from the 1x pixel model in model.base)")
     for weight, steps, term in (("align_weight", "align_steps", "alignment"), ("object_weight", "object_weight_steps", "weighting")):
@@ -261,6 +265,8 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
     if config.max_steps < 1 or config.optim.batch_size < 1 or config.optim.gradient_accumulation_steps < 1:
         raise ConfigError("max_steps, optim.batch_size and optim.gradient_accumulation_steps must be positive")
+    if config.checkpoint_every < 1 or config.log_every < 1:
+        raise ConfigError(f"checkpoint_every and log_every must be positive, got {config.checkpoint_every} and {config.log_every}")
     if config.log_with not in TRACKERS:
         raise ConfigError(f"log_with must be one of {list(TRACKERS)}, got {config.log_with!r}")
     if config.log_with == "wandb" and importlib.util.find_spec("wandb") is None:
@@ -384,6 +390,13 @@ class Trainer:
         self.text_cache: dict[str, torch.Tensor] = {}
         self.latent_cache: dict[str, torch.Tensor] = {}
         self.step = 0
+        # With flow.align_noise: shared and the source as the teacher, how each VAE cell's pixel noise becomes its
+        # latent noise, fitted once to the VAE on the corpus's first items.
+        self.noise_map = None
+        if self.alignment is not None and self.alignment.latent and config.flow.align_noise == "shared":
+            items = self.corpus.batch(0, 0, 64)
+            pixels = F.avg_pool2d(torch.stack([to_tensor(item.load()) for item in items]), self.alignment_shrink)
+            self.noise_map = noise_map(pixels, self.encoded(items)[0].cpu()).to(accelerator.device)
 
     @property
     def multiple(self) -> int:
@@ -464,7 +477,11 @@ class Trainer:
         aligning = self.alignment is not None
         if aligning:  # the same images, as the teacher sees them (VAE latents or shrunk pixels), at the same sigmas
             teacher_x0 = self.encoded(items)[0] if self.alignment.latent else F.avg_pool2d(x0, self.alignment_shrink)
-            teacher_x_t = noised(teacher_x0, torch.randn(teacher_x0.shape, generator=generator).to(x0.device), sigma)
+            if c.flow.align_noise == "shared":  # a function of the pixel model's noise (training.alignment)
+                noise_seen = teacher_noise(noise, self.alignment_shrink, self.noise_map)
+            else:
+                noise_seen = torch.randn(teacher_x0.shape, generator=generator).to(x0.device)
+            teacher_x_t = noised(teacher_x0, noise_seen, sigma)
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for k in range(chunks):
