@@ -348,6 +348,20 @@ def test_token_probes_read_each_blocks_tokens_on_the_renders_grid_and_score_what
     assert unreadable["objects"] < 0.3
 
 
+def test_token_noise_share_is_what_the_noise_draws_add_to_a_blocks_tokens(source_dir, tmp_path):
+    """Tokens that ignore the noise have share 0, tokens that are nothing else about 1; a source's block-0 tokens
+    do not vary between draws without noise and do near pure noise."""
+    from training.token_noise import evaluate_token_noise, noise_share
+
+    torch.manual_seed(0)
+    assert noise_share(torch.randn(1, 6, 4, 8).expand(4, -1, -1, -1)) == 0.0
+    assert 0.8 < noise_share(torch.randn(4, 6, 4, 8)) < 1.2
+    result = evaluate_token_noise(source_dir, sigmas=(0.0, 0.99), n_images=3, draws=3, size=64, out=tmp_path)
+    clean, noisy = (level["noise_share"] for level in result["levels"])
+    assert clean < 1e-6 and noisy > 0.05
+    assert json.loads((tmp_path / "token-noise.json").read_text())["levels"] == result["levels"]
+
+
 def test_corpora_load_through_datasets_as_imagefolder_or_parquet_with_aspect_buckets(tmp_path):
     from datasets import Dataset, Image as ImageFeature
     from PIL import Image

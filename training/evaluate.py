@@ -6,6 +6,7 @@
     python -m training.evaluate denoise assets/tiny-l2p --out docs/eval/denoise  # one-step denoising PSNR per sigma
     python -m training.evaluate probe assets/tiny-l2p --out docs/eval/probe  # what each block's tokens know (linear probes)
     python -m training.evaluate binding assets/tiny-l2p --out docs/eval/binding  # do the prompt's colour words move the objects?
+    python -m training.evaluate token-noise assets/tiny-l2p --out docs/eval/noise  # how much of block 0's tokens is the noise?
     python -m training.evaluate geneval PIPELINE --out outputs/geneval   # GenEval's folder layout
     python -m training.evaluate dpg PIPELINE --out outputs/dpg           # DPG-Bench's 2x2 grids
 
@@ -326,11 +327,12 @@ def evaluate_dpg(folder, out, steps: int | None = None, guidance: float | None =
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmark", choices=["toy", "toy-curve", "vae", "denoise", "probe", "binding", "geneval", "dpg"])
+    parser.add_argument("benchmark", choices=["toy", "toy-curve", "vae", "denoise", "probe", "binding", "token-noise", "geneval",
+                                                      "dpg"])
     parser.add_argument("pipeline", help="a ZImagePipeline or L2PPipeline folder (toy-curve: a training run folder; "
                                          "vae: an AutoencoderKL folder)")
     parser.add_argument("--base", help="toy-curve: the pipeline folder the run's checkpoints are loaded into")
-    parser.add_argument("--checkpoint", help="denoise, probe, binding: a checkpoint-* folder of a run laid over the pipeline's DiT")
+    parser.add_argument("--checkpoint", help="denoise, probe, binding, token-noise: a checkpoint-* folder of a run laid over the pipeline's DiT")
     parser.add_argument("--sigma", type=float, default=0.5, help="probe: the noise level of the probed renders")
     parser.add_argument("--out", required=True)
     parser.add_argument("--prompts", type=int, default=300, help="toy: number of prompts")
@@ -380,6 +382,12 @@ def main(argv=None):
                   f"(colours swapped {level['object_colour_error_swapped']:.3f}, gain {level['colour_word_gain']:+.3f} "
                   f"+- {level['colour_word_gain_se']:.3f}), "
                   f"colour-word shift {level['colour_word_shift']:.3f}")
+    elif args.benchmark == "token-noise":
+        from .token_noise import evaluate_token_noise
+
+        result = evaluate_token_noise(args.pipeline, args.checkpoint, size=args.size, out=args.out)
+        for level in result["levels"]:
+            print(f"sigma {level['sigma']:.2f}: noise share of block {result['block']}'s tokens {level['noise_share']:.3f}")
     elif args.benchmark == "geneval":
         evaluate_geneval(args.pipeline, args.out, steps=args.steps, guidance=args.guidance, size=args.size)
     else:

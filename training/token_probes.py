@@ -32,8 +32,9 @@ PROBE_SEED = 424242  # renders for the probes: not the training pool's seeds nor
 PROBE_STEPS = 300
 
 
-def block_tokens(pipe, n_images: int, sigma: float, resolution: int, batch: int = 32):
-    """{block name: (n_images, tokens, dim)} image tokens after each block, and (n_images, tokens) their labels."""
+def block_tokens(pipe, n_images: int, sigma: float, resolution: int, batch: int = 32, noise_seed: int = PROBE_SEED):
+    """{block name: (n_images, tokens, dim)} image tokens after each block, and (n_images, tokens) their labels;
+    the renders are always the same, the noise is drawn from `noise_seed`."""
     model = pipe.transformer.eval()
     vae = getattr(pipe, "vae", None)
     grid = resolution // pixels_per_token(pipe)
@@ -47,7 +48,7 @@ def block_tokens(pipe, n_images: int, sigma: float, resolution: int, batch: int 
     blocks = [("refiner", model.noise_refiner[-1])] + [(f"block {i}", block) for i, block in enumerate(model.layers)]
     handles = [block.register_forward_hook(keep(name)) for name, block in blocks]
     labels = []
-    generator = torch.Generator().manual_seed(PROBE_SEED)
+    generator = torch.Generator().manual_seed(noise_seed)
     try:
         with torch.no_grad():
             for start in range(0, n_images, batch):
