@@ -77,10 +77,9 @@ def extra_loss_clause(flow: dict, weight: str, steps: str, term: str, after: str
 def loss_clauses(flow: dict) -> str:
     """The token alignment (training.alignment) and the object weighting, as the run used them."""
     teacher = "its 1x base model's" if flow.get("align_to") == "base" else "the source's"
-    if flow.get("align_noise") == "shared":
-        teacher += " (noised with the pixel noise mapped to its input)"
+    noise = " on the pixel model's own noise" if flow.get("align_noise") == "shared" else ""
     return (extra_loss_clause(flow, "align_weight", "align_steps",
-                              f"plus the token alignment to {teacher} tokens" + " (weight {weight:g}, not the paper's recipe)",
+                              f"plus the token alignment to {teacher} tokens{noise}" + " (weight {weight:g}, not the paper's recipe)",
                               " (a warm start), then the velocity MSE alone")
             + extra_loss_clause(flow, "object_weight", "object_weight_steps",
                                 "off-background pixels weighted 1 + {weight:g} in the MSE (not the paper's recipe)"))
