@@ -18,10 +18,11 @@ block), computed without gradients on the image's VAE latent noised to the same 
 stops there. The loss is their mean squared difference over the target's variance, so its weight does not depend
 on the DiT's feature scale.
 
-The teacher's noise: drawn independently of the pixel model's (`noise: independent`), the target at a high sigma is
-mostly that noise, which the pixel model cannot see, so the MSE pulls its tokens to their mean over the teacher's
-noise: tokens that no longer vary with the noise as the frozen blocks were trained to expect (at sigma 0.9, 12% of
-the shipped pixel model's block-0 token variance is due to the noise against 55% of the source's). `shared` derives
+The teacher's noise (`flow.align_noise`): drawn independently of the pixel model's (`independent`), the target at a
+high sigma is mostly that noise, which the pixel model cannot see, so the MSE pulls its tokens to their mean over the
+teacher's noise: tokens that no longer vary with the noise as the frozen blocks were trained to expect (at sigma 0.9,
+16% of such a pixel model's block-0 token variance is due to the noise against 65% of the source's:
+`training.evaluate token-noise`, docs/results.md "The alignment's noise"). `shared` derives
 the teacher's noise from the pixel model's own: area-averaged to the teacher's side (times the shrink, which keeps
 it unit Gaussian) and, for a latent teacher, each VAE cell's pixel noise projected by `noise_map` (orthonormal rows:
 the result is exactly the unit Gaussian the source was trained with), so the target is a function of what the
