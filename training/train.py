@@ -395,8 +395,7 @@ class Trainer:
         self.noise_map = None
         if self.alignment is not None and self.alignment.latent and config.flow.align_noise == "shared":
             items = self.corpus.batch(0, 0, 64)
-            pixels = F.avg_pool2d(torch.stack([to_tensor(item.load()) for item in items]), self.alignment_shrink)
-            self.noise_map = noise_map(pixels, self.encoded(items)[0].cpu()).to(accelerator.device)
+            self.noise_map = noise_map(self.teacher_pixels(items), self.encoded(items)[0])
 
     @property
     def multiple(self) -> int:
@@ -425,6 +424,16 @@ class Trainer:
         latents, coverage = self.encoded(items)
         return latents, 1.0 + weight * coverage if weight else None
 
+    def teacher_pixels(self, items) -> torch.Tensor:
+        """The items' renders as the alignment's teacher sees them (and the source's VAE encodes them)."""
+        pixels = torch.stack([to_tensor(item.load()) for item in items]).to(self.accelerator.device)
+        if self.alignment_shrink > 1:
+            # An HR model's token sees a patch this many times wider than the source's: the source's tokens for it
+            # are those of the render shrunk to its token grid, area-averaged as the grown HR embedder first reads
+            # its patch (l2p.high_resolution).
+            pixels = F.avg_pool2d(pixels, self.alignment_shrink)
+        return pixels
+
     def encoded(self, items) -> tuple[torch.Tensor, torch.Tensor]:
         """The items' standardised VAE latents and each latent cell's object coverage (the off-background share of
         the pixels it encodes), cached per item."""
@@ -432,12 +441,7 @@ class Trainer:
         missing = [item for item in items if item.key not in self.latent_cache]
         if missing:
             with torch.no_grad():
-                pixels = torch.stack([to_tensor(item.load()) for item in missing]).to(self.accelerator.device)
-                if self.alignment_shrink > 1:
-                    # An HR model's token sees a patch this many times wider than the source's: the source's tokens
-                    # for it are those of the render shrunk to its token grid, area-averaged as the grown HR
-                    # embedder first reads its patch (l2p.high_resolution).
-                    pixels = F.avg_pool2d(pixels, self.alignment_shrink)
+                pixels = self.teacher_pixels(missing)
                 latents = standardise_latents(vae, vae.encode(pixels).latent_dist.mode())
                 coverage = F.adaptive_avg_pool2d(object_weights(pixels, 1.0) - 1.0, latents.shape[-2:])
             self.latent_cache.update({item.key: (z, c) for item, z, c in zip(missing, latents, coverage)})
