@@ -7,8 +7,10 @@ and the Detailer Head gains one outer level per doubling, narrow ones (the relea
 
 `grow_for_high_resolution` builds one from the 1x model so that its training starts from what the 1x model knows:
 - every DiT tensor is the 1x model's own;
-- the RGB embedder for the larger patches is the 1x embedder applied to the patch averaged down by `factor`: at
-  the start the DiT sees the tokens it would see on the image shrunk to its native size;
+- the RGB embedder for the larger patches is the 1x embedder applied to the patch averaged down by `factor`, and
+  the DiT runs at the noise level the averaging leaves (config `noise_pooling`: averaging divides the pixel noise by
+  `factor` and keeps the image): at the start the DiT sees exactly the tokens the 1x model sees on the image shrunk
+  to its native size and noised as it was trained;
 - the 1x head's levels become the HR head's inner ones (level l -> l + extra levels) wherever the shapes agree.
   Three convs start fresh with the outer levels: the first inner encoder conv (its input is now an outer level's
   output, not RGB), the decoder conv that feeds the outer levels when their width differs, and the output conv.
@@ -45,7 +47,8 @@ def grow_for_high_resolution(model: L2PTransformer2DModel, factor: int, detailer
     channels = growth_channels(base.detailer_channels, factor, detailer_channels)
     extra = _doublings(factor)
     config = {key: value for key, value in base.items() if not key.startswith("_")}
-    config.update(patch_size=base.patch_size * factor, detailer_channels=channels)
+    config.update(patch_size=base.patch_size * factor, detailer_channels=channels,
+                  noise_pooling=base.get("noise_pooling", 1) * factor)
     reference = next(model.parameters())
     grown = L2PTransformer2DModel.from_config(config)
     if (reference.device, reference.dtype) != (grown.device, grown.dtype):

@@ -74,6 +74,12 @@ class L2PTransformer2DModel(ZImageTransformer2DModel):
             "Back to Basics") found it the better choice where the network is narrower than a patch, as the toy's
             width-256 DiT is against a 16-px patch's 768 values; tried at toy scale, it removed the grain but
             blurred the objects away, so the embedded model keeps velocity (docs/results.md).
+        noise_pooling: k > 1 for a high-resolution variant grown k times from a 1x model (`l2p.high_resolution`),
+            whose patch embedder starts as the 1x one reading the patch averaged k x k. Averaging keeps the image
+            and divides independent pixel noise by k, so the DiT works at the 1x model's lower noise level
+            sigma' = sigma / (k - (k - 1) sigma) (`dit_noise_level`): it is conditioned on sigma', and the
+            embedder reads x_t scaled by (1 - sigma') / (1 - sigma), which makes the averaged patch exactly the 1x
+            model's input at sigma'. The Detailer Head still sees x_t itself. 1: off (every 1x model).
     """
 
     _supports_gradient_checkpointing = True
@@ -99,7 +105,10 @@ class L2PTransformer2DModel(ZImageTransformer2DModel):
         trained_grid: int = 64,
         n_shallow: int = 5,
         prediction_type: str = "velocity",
+        noise_pooling: int = 1,
     ):
+        if not (isinstance(noise_pooling, int) and noise_pooling >= 1):
+            raise ValueError(f"noise_pooling must be an integer >= 1, got {noise_pooling!r}")
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type {prediction_type!r} is not one of {PREDICTION_TYPES}")
         if patch_size % 2 ** len(detailer_channels):
@@ -228,8 +237,12 @@ class L2PTransformer2DModel(ZImageTransformer2DModel):
             raise ValueError(f"got {len(encoder_hidden_states)} caption feature tensors for a batch of {batch} images")
         device = hidden_states.device
 
-        adaln_input = self.t_embedder(timestep * self.t_scale).type_as(hidden_states)
-        images = list(hidden_states.unsqueeze(2).unbind(0))  # Z-Image's patchify takes (C, F, H, W) items
+        dit_input, dit_timestep = hidden_states, timestep
+        if self.config.noise_pooling > 1:
+            dit_sigma, scale = dit_noise_level(1 - timestep, self.config.noise_pooling)
+            dit_input, dit_timestep = hidden_states * scale.to(hidden_states.dtype).view(-1, 1, 1, 1), 1 - dit_sigma
+        adaln_input = self.t_embedder(dit_timestep * self.t_scale).type_as(hidden_states)
+        images = list(dit_input.unsqueeze(2).unbind(0))  # Z-Image's patchify takes (C, F, H, W) items
         x, captions, _, x_pos_ids, cap_pos_ids, x_pad_mask, cap_pad_mask = self.patchify_and_embed(
             images, list(encoder_hidden_states), patch, 1
         )
@@ -265,6 +278,17 @@ class L2PTransformer2DModel(ZImageTransformer2DModel):
             sigma = (1 - timestep).clamp(min=SAMPLE_PREDICTION_MIN_SIGMA).to(sample.dtype).view(-1, 1, 1, 1)
             sample = (sample - hidden_states) / sigma
         return Transformer2DModelOutput(sample=sample) if return_dict else (sample,)
+
+
+def dit_noise_level(sigma: torch.Tensor, noise_pooling: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For pixel noise level `sigma` and a patch embedder that averages `noise_pooling` (k) pixels per side: the
+    noise level sigma' of the averaged patch once its image part is scaled back to 1 - sigma', and that scale.
+    (1 - s) x + s n averages to (1 - s) x + (s / k) n' (n' unit Gaussian again); the noise-to-image ratio
+    s' / (1 - s') = (s / k) / (1 - s) gives s' = s / (k - (k - 1) s), and the scale (1 - s') / (1 - s) is
+    k / (k - (k - 1) s), finite at s = 1.
+    It is the inverse of the timestep shift by k (s = k s' / (1 + (k - 1) s')): SD3's resolution shift, exact here."""
+    denominator = noise_pooling - (noise_pooling - 1) * sigma
+    return sigma / denominator, noise_pooling / denominator
 
 
 def _read_config(config) -> dict:

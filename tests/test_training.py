@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 import tiny
 from l2p import L2PPipeline, L2PTransformer2DModel
 from l2p.high_resolution import grow_for_high_resolution
+from l2p.transformer_l2p import dit_noise_level
 from training.config import ConfigError, load_config, to_dict
 from training.train import TrainConfig, run, validate
 
@@ -585,24 +586,27 @@ def test_shared_alignment_noise_follows_the_vae_and_stays_the_unit_gaussian_the_
 
 def test_an_hr_model_aligns_to_its_1x_base_which_it_starts_as(tmp_path):
     """flow.align_to: base: the teacher is the 1x pixel model an HR variant grows from, fed the image shrunk to its
-    side in pixels. The grown model hands its frozen blocks the base's own tokens for an image whose patches are
-    flat at the HR scale, so the loss starts at zero there and grows as the image gets detail the base cannot see.
-    The model card names the teacher."""
-    from training.alignment import SourceAlignment
-    from training.flow import predict
+    side in pixels, noised with the HR noise averaged as the grown embedder averages it, at the noise level that
+    leaves (the trainer's recipe). The grown model hands its frozen blocks the base's own tokens for an image whose
+    patches are flat at the HR scale, so the loss starts at zero there and grows as the image gets detail the base
+    cannot see. The model card names the teacher."""
+    from training.alignment import SourceAlignment, teacher_noise
+    from training.flow import noised, predict
     from training.merge import loss_clauses
 
     base = tiny.pixel_transformer(seed=2, patch_size=16, trained_grid=4).eval()
     grown = grow_for_high_resolution(base, 2).eval()
     alignment = SourceAlignment(grown, base, block=0, latent=False)
     torch.manual_seed(0)
-    small, t = torch.randn(2, 3, 64, 64), torch.tensor([0.3, 0.8])
+    small, sigma, noise = torch.randn(2, 3, 64, 64), torch.tensor([0.7, 0.2]), torch.randn(2, 3, 128, 128)
     captions = [torch.randn(5, base.config.cap_feat_dim), torch.randn(9, base.config.cap_feat_dim)]
-    targets = alignment.targets(small, t, captions)
+    teacher_sigma = dit_noise_level(sigma, grown.config.noise_pooling)[0]
+    targets = alignment.targets(noised(small, teacher_noise(noise, 2, None), teacher_sigma), 1 - teacher_sigma, captions)
+    image = F.interpolate(small, scale_factor=2, mode="nearest")
     with torch.no_grad():
-        predict(grown, F.interpolate(small, scale_factor=2, mode="nearest"), t, captions, latent=False)
+        predict(grown, noised(image, noise, sigma), 1 - sigma, captions, latent=False)
         assert alignment.loss(targets).item() < 1e-10
-        predict(grown, F.interpolate(small, scale_factor=2, mode="nearest") + torch.randn(2, 3, 128, 128), t, captions, latent=False)
+        predict(grown, noised(image + torch.randn(2, 3, 128, 128), noise, sigma), 1 - sigma, captions, latent=False)
         assert alignment.loss(targets).item() > 0.01
     card = loss_clauses({"align_weight": 1.0, "align_steps": 800, "align_to": "base"})
     assert "token alignment to its 1x base model's tokens" in card and "source" not in card

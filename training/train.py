@@ -40,7 +40,7 @@ from l2p.latents import standardise_latents
 from l2p.sizes import pixels_per_token
 from l2p.toyworld import layout_prompt
 from l2p.transfer import PARTS, POLICIES
-from l2p.transformer_l2p import PREDICTION_TYPES
+from l2p.transformer_l2p import PREDICTION_TYPES, dit_noise_level
 
 from . import checkpoints
 from .alignment import ALIGN_NOISE, ALIGN_TARGETS, SourceAlignment, noise_map, teacher_noise
@@ -356,6 +356,9 @@ class Trainer:
         elif config.flow.align_weight:  # the source DiT stays, frozen, to give the tokens the middle blocks expect
             self.alignment = SourceAlignment(self.model, self.source.transformer, m.n_shallow - 1).to(accelerator.device)
             self.alignment_shrink = m.patch_size // pixels_per_token(self.source)
+        # The teacher runs at the noise level the model's DiT works at: an HR model grown from a 1x one sees its
+        # patch averaged, so less noisy than the pixels (L2PTransformer2DModel's noise_pooling).
+        self.noise_pooling = self.model.config.noise_pooling if m.kind == "pixel" else 1
         # The source DiT's weights now live in the model (copied or, for the latent kind, only its config used):
         # dropping it frees a whole DiT of host memory per process (about 25 GB in fp32 at full scale).
         self.source.transformer = None
@@ -485,7 +488,8 @@ class Trainer:
                 noise_seen = teacher_noise(noise, self.alignment_shrink, self.noise_map)
             else:
                 noise_seen = torch.randn(teacher_x0.shape, generator=generator).to(x0.device)
-            teacher_x_t = noised(teacher_x0, noise_seen, sigma)
+            teacher_sigma = dit_noise_level(sigma, self.noise_pooling)[0]
+            teacher_x_t = noised(teacher_x0, noise_seen, teacher_sigma)
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for k in range(chunks):
@@ -494,7 +498,7 @@ class Trainer:
             sync = contextlib.nullcontext() if k == chunks - 1 else self.accelerator.no_sync(self.model)
             with sync:
                 if aligning:
-                    targets = self.alignment.targets(teacher_x_t[part], 1 - sigma[part], captions[part])
+                    targets = self.alignment.targets(teacher_x_t[part], 1 - teacher_sigma[part], captions[part])
                 with self.accelerator.autocast():
                     prediction = predict(self.model, noised(x0[part], noise[part], sigma[part]), 1 - sigma[part], captions[part],
                                          latent=self.config.model.kind != "pixel")
