@@ -73,7 +73,7 @@ class ModelConfig:
     # pixel: what the Detailer Head predicts, "velocity" (the release) or "sample" (x0; L2PTransformer2DModel)
     prediction_type: str = "velocity"
     freeze_policy: str = "release"
-    # init: source: parts outside the blocks (l2p.transfer.PARTS) frozen on top of the policy, for ablations
+    # init: source or pixel: parts outside the blocks (l2p.transfer.PARTS) frozen on top of the policy, for ablations
     also_frozen: list[str] = field(default_factory=list)
     gradient_checkpointing: bool = False
     # The frozen text encoder's dtype: "bfloat16" halves its memory (8 GB instead of 16 for Z-Image's Qwen3-4B).
@@ -211,8 +211,9 @@ def validate(config: TrainConfig) -> None:
         validate_growth(m)
     if m.freeze_policy not in POLICIES:
         raise ConfigError(f"model.freeze_policy must be one of {list(POLICIES)}, got {m.freeze_policy!r}")
-    if m.also_frozen and not (m.kind == "pixel" and m.init == "source"):
-        raise ConfigError("model.also_frozen applies to the transfer (model.kind: pixel, model.init: source)")
+    if m.also_frozen and not (m.kind == "pixel" and m.init in ("source", "pixel")):
+        raise ConfigError("model.also_frozen applies to the transfer and the HR growth (model.kind: pixel, "
+                          "model.init: source or pixel)")
     if unknown := sorted(set(m.also_frozen) - set(PARTS)):
         raise ConfigError(f"model.also_frozen: {unknown} are not among the model's parts outside its blocks {list(PARTS)}")
     if config.flow.align_weight and not (m.kind == "pixel" and m.init in ("source", "pixel") and m.n_shallow >= 1):
