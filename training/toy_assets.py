@@ -21,8 +21,8 @@ The native high-resolution variant (issue 15) builds on the two, with its own st
 
     python -m training.toy_assets --stages hr_transfer,hr_merge
 
-  hr_transfer   training.train         the 1x pixel model grown to 4x its side (l2p.high_resolution), trained
-                                       on true 4x renders of the toy world
+  hr_transfer   training.train         the 1x pixel model grown to 4x its side (l2p.high_resolution), its head
+                                       trained on true 4x renders of the toy world (the DiT stays the 1x model's)
   hr_merge      training.merge         -> assets/tiny-l2p-hr
 """
 
