@@ -96,8 +96,9 @@ def training_section(state: dict, trained: set[str], model: L2PTransformer2DMode
     total = sum(tensor.numel() for tensor in parameters.values())
     accumulation = o.get("gradient_accumulation_steps", 1)
     also_frozen = f" and {', '.join(m['also_frozen'])} frozen" if m.get("also_frozen") else ""
-    # A high-resolution variant grows from a pixel model (its base), not from the source it takes its text path from.
-    origin = m["base"] if m["init"] == "pixel" and m.get("base") else m["source"]
+    # A high-resolution variant grows from a pixel model (its base, which validation requires), not from the source
+    # it takes its text path from.
+    origin = m["base"] if m["init"] == "pixel" else m["source"]
     warm_rate = f" after a warm start at {o['warm_start_lr']:g}" if o.get("warm_start_lr") else ""
     lines = [
         "## Training",
