@@ -67,6 +67,7 @@ def environment():
         (["flow.align_to=vae"], "flow.align_to"),
         (["flow.align_weight=1", "flow.align_to=base"], "flow.align_to"),  # a transfer has no 1x base to align to
         (["flow.align_noise=same"], "flow.align_noise"),
+        (["flow.warm_start_fade=100"], "flow.warm_start_fade"),  # the fade of a warm start there is not
         (["checkpoint_every=0"], "checkpoint_every"),  # once crashed the first step with a division by zero
     ],
 )
@@ -289,6 +290,9 @@ def test_schedules_warm_up_then_hold_decay_to_a_tenth_or_end_with_a_linear_decay
     warm = OptimConfig(lr=0.1, warm_start_lr=1.0, warmup_steps=10)
     assert [learning_rate(warm, step, 100, warm_start_steps=30) for step in (4, 29, 30, 99)] == pytest.approx([0.5, 1.0, 0.1, 0.1])
     assert learning_rate(warm, 29, 100) == pytest.approx(0.1)  # no warm start: its rate is never used
+    # Its end faded over 4 steps: the rate falls by a fifth of the gap a step and is the run's own from step 34.
+    assert ([learning_rate(warm, step, 100, warm_start_steps=30, fade_steps=4) for step in (29, 30, 31, 33, 34, 99)]
+            == pytest.approx([1.0, 0.82, 0.64, 0.28, 0.1, 0.1]))
 
 
 @pytest.fixture(scope="module")
@@ -610,6 +614,27 @@ def test_an_hr_model_aligns_to_its_1x_base_which_it_starts_as(tmp_path):
         assert alignment.loss(targets).item() > 0.01
     card = loss_clauses({"align_weight": 1.0, "align_steps": 800, "align_to": "base"})
     assert "token alignment to its 1x base model's tokens" in card and "source" not in card
+
+
+def test_a_faded_warm_start_trains_between_its_abrupt_end_and_no_end(source_dir, tmp_path):
+    """flow.warm_start_fade: the step after the warm start still carries part of the alignment and the weighting
+    (so the weights differ from an abrupt end and from the warm start kept on), and the card says so."""
+    common = {"max_steps": 2, "log_with": "none", "checkpoint_every": 2, "flow.align_weight": 1.0, "flow.object_weight": 1.0,
+              "optim.warm_start_lr": "2e-3"}
+    def trained(name, **extra):
+        return load_file(str(run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / name, **common, **extra)))
+                             / "trainable.safetensors"))
+    ends = {"abrupt": {"flow.align_steps": 1, "flow.object_weight_steps": 1},
+            "faded": {"flow.align_steps": 1, "flow.object_weight_steps": 1, "flow.warm_start_fade": 3},
+            "kept": {"flow.align_steps": 2, "flow.object_weight_steps": 2}}
+    weights = {name: trained(name, **extra) for name, extra in ends.items()}
+    for other in ("abrupt", "kept"):
+        assert any(not torch.equal(weights["faded"][k], weights[other][k]) for k in weights["faded"]), other
+    from training.merge import loss_clauses
+
+    card = loss_clauses({"align_weight": 1.0, "align_steps": 1000, "object_weight": 4.0, "object_weight_steps": 1000,
+                         "warm_start_fade": 300})
+    assert card.count("for the first 1000 steps, fading out over 300 more") == 2, card
 
 
 @pytest.mark.parametrize("weight, steps, warm_lr, card_texts", [

@@ -70,7 +70,8 @@ def extra_loss_clause(flow: dict, weight: str, steps: str, term: str, after: str
     throughout) in the card's loss line, when the run used it; `term` formats the weight as {weight}."""
     if not flow.get(weight):
         return ""
-    span = f"for the first {flow[steps]} steps{after}" if flow.get(steps) else "throughout"
+    fade = f", fading out over {flow['warm_start_fade']} more" if flow.get(steps) and flow.get("warm_start_fade") else ""
+    span = f"for the first {flow[steps]} steps{fade}{after}" if flow.get(steps) else "throughout"
     return f"; {term.format(weight=flow[weight])} {span}"
 
 

@@ -150,6 +150,10 @@ class FlowConfig:
     align_to: str = "source"
     # The teacher's noise (training.alignment): "independent" of the pixel model's, or "shared", derived from it.
     align_noise: str = "independent"
+    # The warm start's end made gradual: over this many steps after align_steps (and after object_weight_steps) the
+    # alignment and the object weighting fall linearly to nothing, and the rate from optim.warm_start_lr to optim.lr.
+    # 0: they end at once. The toy transfer's score dropped where they ended at once (docs/results.md).
+    warm_start_fade: int = 0
 
 
 @dataclass
@@ -184,9 +188,19 @@ TRACKERS = ("tensorboard", "wandb", "none")
 NEW_MODULES = ("all_x_embedder.", "local_decoder.")
 
 
-def learning_rate(optim: OptimConfig, step: int, max_steps: int, warm_start_steps: int = 0) -> float:
+def warm_start_share(step: int, end: int, fade: int) -> float:
+    """How much of a warm-start term is left at `step`: all of it before `end` (0: no warm start), then falling
+    linearly over `fade` steps, nothing after."""
+    if step < end:
+        return 1.0
+    return max(0.0, 1.0 - (step - end + 1) / (fade + 1)) if end and fade else 0.0
+
+
+def learning_rate(optim: OptimConfig, step: int, max_steps: int, warm_start_steps: int = 0, fade_steps: int = 0) -> float:
     """The rate for a step: a pure function of the step, so a resumed run follows the same curve."""
-    base = optim.warm_start_lr if optim.warm_start_lr and step < warm_start_steps else optim.lr
+    base = optim.lr
+    if optim.warm_start_lr:
+        base += (optim.warm_start_lr - optim.lr) * warm_start_share(step, warm_start_steps, fade_steps)
     rate = base * min(1.0, (step + 1) / optim.warmup_steps) if optim.warmup_steps else base
     if optim.schedule == "cosine":
         rate *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / max_steps, 1.0)))
@@ -230,6 +244,9 @@ def validate(config: TrainConfig) -> None:
         if n < 0 or (n and not w):
             raise ConfigError(f"flow.{steps} must be 0 ({term} throughout) or a positive number of steps with "
                               f"flow.{weight} > 0, got {n} with {weight} {w}")
+    if config.flow.warm_start_fade < 0 or (config.flow.warm_start_fade and not (config.flow.align_steps or config.flow.object_weight_steps)):
+        raise ConfigError(f"flow.warm_start_fade must be 0 or a number of steps after a warm start that ends "
+                          f"(flow.align_steps or flow.object_weight_steps > 0), got {config.flow.warm_start_fade}")
     if m.prediction_type not in PREDICTION_TYPES:
         raise ConfigError(f"model.prediction_type must be one of {list(PREDICTION_TYPES)}, got {m.prediction_type!r}")
     source = Path(m.source)
@@ -421,7 +438,8 @@ class Trainer:
         `flow.object_weight` is set, per-position loss weights at x0's resolution (see `object_weights`)."""
         device = self.accelerator.device
         flow = self.config.flow
-        weight = flow.object_weight if not flow.object_weight_steps or self.step < flow.object_weight_steps else 0.0
+        weight = flow.object_weight * (warm_start_share(self.step, flow.object_weight_steps, flow.warm_start_fade)
+                                       if flow.object_weight_steps else 1.0)
         if self.config.model.kind == "pixel":
             pixels = torch.stack([to_tensor(item.load()) for item in items]).to(device)
             return pixels, object_weights(pixels, weight) if weight else None
@@ -476,7 +494,8 @@ class Trainer:
         noise = torch.stack([torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(item.seed + self.step)) for item in items])
         sigma = self.sigmas[torch.randint(len(self.sigmas), (len(items),), generator=generator)]
         noise, sigma = noise.to(x0.device), sigma.to(x0.device)
-        if self.alignment is not None and c.flow.align_steps and self.step >= c.flow.align_steps:
+        align_share = warm_start_share(self.step, c.flow.align_steps, c.flow.warm_start_fade) if c.flow.align_steps else 1.0
+        if self.alignment is not None and not align_share:
             # The warm start is over: the source DiT, its hooks and the latents cached for it are dead weight now
             # (a whole DiT of host memory per process at full scale).
             self.alignment.remove()
@@ -505,7 +524,7 @@ class Trainer:
                                          latent=self.config.model.kind != "pixel")
                 loss = flow_matching_loss(prediction, x0[part], noise[part], None if weights is None else weights[part])
                 if aligning:
-                    loss = loss + c.flow.align_weight * self.alignment.loss(targets)
+                    loss = loss + c.flow.align_weight * align_share * self.alignment.loss(targets)
                 if self.probe is not None:
                     loss = loss + c.flow.semantic_weight * self.probe.loss(self.token_labels(items[part], x0.shape[-2:]))
                 self.accelerator.backward(loss / chunks)
@@ -513,7 +532,7 @@ class Trainer:
         if c.optim.grad_clip:
             self.accelerator.clip_grad_norm_(self.model.parameters(), c.optim.grad_clip)
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(c.optim, self.step, c.max_steps, c.flow.align_steps) * group.get("lr_scale", 1.0)
+            group["lr"] = learning_rate(c.optim, self.step, c.max_steps, c.flow.align_steps, c.flow.warm_start_fade) * group.get("lr_scale", 1.0)
         self.optimizer.step()
         if self.ema is not None:
             self.ema.step(self.trainable_parameters())
@@ -680,7 +699,8 @@ def run(config: TrainConfig, resume: bool = False) -> Path:
             steps_per_s = (trainer.step - last_step) / max(now - last_time, 1e-9)
             last_time, last_step = now, trainer.step
             log.write(step=trainer.step, loss=f"{loss:.6f}", seconds=f"{now - started:.1f}")
-            accelerator.log({"loss": loss, "lr": learning_rate(config.optim, trainer.step - 1, config.max_steps, config.flow.align_steps),
+            accelerator.log({"loss": loss, "lr": learning_rate(config.optim, trainer.step - 1, config.max_steps, config.flow.align_steps,
+                                                     config.flow.warm_start_fade),
                              "steps_per_s": steps_per_s, "samples_per_s": steps_per_s * items_per_step}, step=trainer.step)
             accelerator.print(f"step {trainer.step}: loss {loss:.5f}", flush=True)
         if trainer.step % config.checkpoint_every == 0 or trainer.step == config.max_steps:
