@@ -40,6 +40,7 @@ from l2p.demo import (
     ASPECT_RATIOS,
     AUTO_ROPE,
     COMPARE_FIELDS,
+    CUSTOM,
     DYPE_RANGE,
     GENERATE_FIELDS,
     GUIDANCE_RANGE,
@@ -300,6 +301,15 @@ def preset_table(aspect_ratio, steps, guidance, source_steps, source_guidance):
     return gr.skip() if table is None else pd.DataFrame(table[1], columns=table[0])
 
 
+def preset_size(preset, aspect_ratio):
+    """Width and height follow the chosen preset, so the fields never show a size the run will not use, and Custom
+    starts from the size last chosen; a preset or ratio the demo does not know leaves them (the run says why)."""
+    try:
+        return DEMO.size(preset, aspect_ratio) if preset != CUSTOM else (gr.skip(), gr.skip())
+    except ValueError:
+        return gr.skip(), gr.skip()
+
+
 def run_summary(preset, aspect_ratio, steps, guidance, rope, source_steps, source_guidance, width=None, height=None,
                 num_images=1):
     return results.run_line(DEMO, Request("", preset=preset, aspect_ratio=aspect_ratio, steps=steps, guidance=guidance,
@@ -468,6 +478,8 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
     # one chosen.
     gr.on([demo.load, *(c.change for c in cost_inputs)], preset_table, cost_inputs, presets_table, queue=False,
           api_visibility="private", show_progress="hidden", trigger_mode="always_last")
+    gr.on([preset.change, aspect_ratio.change], preset_size, [preset, aspect_ratio], [width, height], queue=False,
+          api_visibility="private", show_progress="hidden")
     prompt.change(DEMO.vocabulary_note, prompt, vocabulary, queue=False, api_visibility="private", show_progress="hidden")
     gr.on([demo.load, *(c.change for c in summary_inputs)], run_summary, summary_inputs, summary, queue=False,
           api_visibility="private", show_progress="hidden", trigger_mode="always_last")

@@ -110,6 +110,9 @@ def test_compare_at_the_hr_size_shows_the_native_hr_model_beside_the_other_two(a
         if hr_option.count() == 0:
             pytest.skip("no HR model served (the embedded assets are absent, so tests/tiny.py's pair is served)")
         hr_option.click()
+        # The size fields follow the preset (they read the native side before it was chosen).
+        for field in ("#width input", "#height input"):
+            expect(page.locator(field)).to_have_value(str(hr_side), timeout=10_000)
         page.get_by_role("button", name="Settings ▼").click()
         summary = page.locator("#summary")
         expect(summary).to_contain_text("Compare adds the native HR model", timeout=10_000)

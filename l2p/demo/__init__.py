@@ -55,7 +55,7 @@ from .plan import (
     COMPARE_FIELDS, DYPE_RANGE, GENERATE_FIELDS, GUIDANCE_RANGE, IMAGES_RANGE, MAX_SEED, SHIFT_RANGE, STEPS_RANGE, Plan,
     Request, seeds_of,
 )
-from .presets import ASPECT_RATIOS, AUTO_ROPE, HR, NATIVE, PRESETS, ROPE_CHOICES, Geometry, image_size, is_native, preset_label, resolve_rope
+from .presets import ASPECT_RATIOS, AUTO_ROPE, CUSTOM, HR, NATIVE, PRESETS, ROPE_CHOICES, Geometry, image_size, is_native, preset_label, resolve_rope
 from .results import (
     PRESET_HEADERS,
     CompareResult,
@@ -71,7 +71,7 @@ from .runs import PREVIEW_INTERVAL_S, ProgressPacer, x0_preview
 from .service import Demo
 
 __all__ = [
-    "ASPECT_RATIOS", "BUILD_COMMAND", "HR", "COMPARE_FIELDS", "GENERATE_FIELDS", "GUIDANCE_RANGE", "MAX_SEED", "NATIVE",
+    "ASPECT_RATIOS", "BUILD_COMMAND", "CUSTOM", "HR", "COMPARE_FIELDS", "GENERATE_FIELDS", "GUIDANCE_RANGE", "MAX_SEED", "NATIVE",
     "AUTO_ROPE", "DYPE_RANGE", "IMAGES_RANGE", "PRESETS", "PRESET_HEADERS", "PREVIEW_INTERVAL_S", "ROPE_CHOICES", "SHIFT_RANGE", "STEPS_RANGE", "Cancelled", "CompareResult",
     "check", "configure_logging", "Demo", "DemoConfig", "DemoError", "GenerateResult", "Geometry", "LoadedModels", "MissingAssets", "Plan",
     "Preview", "ProgressPacer", "Request", "SourceDone", "Waiting", "detail_box",
