@@ -189,17 +189,17 @@ NEW_MODULES = ("all_x_embedder.", "local_decoder.")
 
 
 def warm_start_share(step: int, end: int, fade: int) -> float:
-    """How much of a warm-start term is left at `step`: all of it before `end` (0: no warm start), then falling
-    linearly over `fade` steps, nothing after."""
-    if step < end:
+    """How much of a warm-start term (the alignment, the object weighting, the warm-start rate) is on at `step`: all
+    of it before `end` (or throughout, when `end` is 0), then falling linearly over `fade` steps, none after."""
+    if not end or step < end:
         return 1.0
-    return max(0.0, 1.0 - (step - end + 1) / (fade + 1)) if end and fade else 0.0
+    return max(0.0, 1.0 - (step - end + 1) / (fade + 1))
 
 
 def learning_rate(optim: OptimConfig, step: int, max_steps: int, warm_start_steps: int = 0, fade_steps: int = 0) -> float:
     """The rate for a step: a pure function of the step, so a resumed run follows the same curve."""
     base = optim.lr
-    if optim.warm_start_lr:
+    if optim.warm_start_lr and warm_start_steps:
         base += (optim.warm_start_lr - optim.lr) * warm_start_share(step, warm_start_steps, fade_steps)
     rate = base * min(1.0, (step + 1) / optim.warmup_steps) if optim.warmup_steps else base
     if optim.schedule == "cosine":
@@ -244,7 +244,8 @@ def validate(config: TrainConfig) -> None:
         if n < 0 or (n and not w):
             raise ConfigError(f"flow.{steps} must be 0 ({term} throughout) or a positive number of steps with "
                               f"flow.{weight} > 0, got {n} with {weight} {w}")
-    if config.flow.warm_start_fade < 0 or (config.flow.warm_start_fade and not (config.flow.align_steps or config.flow.object_weight_steps)):
+    fade, ends = config.flow.warm_start_fade, config.flow.align_steps or config.flow.object_weight_steps
+    if fade < 0 or (fade and not ends):
         raise ConfigError(f"flow.warm_start_fade must be 0 or a number of steps after a warm start that ends "
                           f"(flow.align_steps or flow.object_weight_steps > 0), got {config.flow.warm_start_fade}")
     if m.prediction_type not in PREDICTION_TYPES:
@@ -438,8 +439,7 @@ class Trainer:
         `flow.object_weight` is set, per-position loss weights at x0's resolution (see `object_weights`)."""
         device = self.accelerator.device
         flow = self.config.flow
-        weight = flow.object_weight * (warm_start_share(self.step, flow.object_weight_steps, flow.warm_start_fade)
-                                       if flow.object_weight_steps else 1.0)
+        weight = flow.object_weight * warm_start_share(self.step, flow.object_weight_steps, flow.warm_start_fade)
         if self.config.model.kind == "pixel":
             pixels = torch.stack([to_tensor(item.load()) for item in items]).to(device)
             return pixels, object_weights(pixels, weight) if weight else None
@@ -494,7 +494,7 @@ class Trainer:
         noise = torch.stack([torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(item.seed + self.step)) for item in items])
         sigma = self.sigmas[torch.randint(len(self.sigmas), (len(items),), generator=generator)]
         noise, sigma = noise.to(x0.device), sigma.to(x0.device)
-        align_share = warm_start_share(self.step, c.flow.align_steps, c.flow.warm_start_fade) if c.flow.align_steps else 1.0
+        align_share = warm_start_share(self.step, c.flow.align_steps, c.flow.warm_start_fade)
         if self.alignment is not None and not align_share:
             # The warm start is over: the source DiT, its hooks and the latents cached for it are dead weight now
             # (a whole DiT of host memory per process at full scale).
@@ -699,8 +699,9 @@ def run(config: TrainConfig, resume: bool = False) -> Path:
             steps_per_s = (trainer.step - last_step) / max(now - last_time, 1e-9)
             last_time, last_step = now, trainer.step
             log.write(step=trainer.step, loss=f"{loss:.6f}", seconds=f"{now - started:.1f}")
-            accelerator.log({"loss": loss, "lr": learning_rate(config.optim, trainer.step - 1, config.max_steps, config.flow.align_steps,
-                                                     config.flow.warm_start_fade),
+            rate = learning_rate(config.optim, trainer.step - 1, config.max_steps, config.flow.align_steps,
+                                 config.flow.warm_start_fade)
+            accelerator.log({"loss": loss, "lr": rate,
                              "steps_per_s": steps_per_s, "samples_per_s": steps_per_s * items_per_step}, step=trainer.step)
             accelerator.print(f"step {trainer.step}: loss {loss:.5f}", flush=True)
         if trainer.step % config.checkpoint_every == 0 or trainer.step == config.max_steps:
