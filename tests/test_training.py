@@ -568,6 +568,36 @@ def test_token_alignment_targets_the_sources_tokens_at_the_block_and_trains_only
                                                                                                   "model.init": "scratch"})))
 
 
+def test_the_sources_decoded_estimate_as_a_target_runs_the_teacher_to_its_end(source_dir, tmp_path):
+    """flow.teach_weight: the teacher's forward runs through instead of stopping at the aligned block, giving the
+    same tokens there and the source's whole output; a run with it trains other weights than the alignment alone,
+    the card names it, and it is refused without the source as the alignment's teacher."""
+    from training.alignment import SourceAlignment
+    from training.flow import predict
+    from training.merge import loss_clauses
+
+    source = tiny.source_pipeline().transformer
+    pixel = L2PTransformer2DModel.from_source(source, patch_size=16, detailer_channels=[8, 8, 16, 16], trained_grid=4)
+    torch.manual_seed(0)
+    latents_t, t = torch.randn(2, 4, 8, 8), torch.tensor([0.3, 0.6])
+    captions = [torch.randn(5, tiny.TEXT_DIM), torch.randn(9, tiny.TEXT_DIM)]
+    with torch.no_grad():
+        expected = predict(source, latents_t, t, captions, latent=True)
+    alignment = SourceAlignment(pixel, source, block=0)
+    tokens, output = alignment.targets(latents_t, t, captions, whole=True)
+    torch.testing.assert_close(tokens, alignment.targets(latents_t, t, captions))
+    torch.testing.assert_close(output, expected)
+
+    common = {"max_steps": 2, "log_with": "none", "checkpoint_every": 2, "flow.align_weight": 1.0}
+    aligned, taught = (load_file(str(run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / name, **common, **extra)))
+                                     / "trainable.safetensors")) for name, extra in (("aligned", {}), ("taught", {"flow.teach_weight": 1.0})))
+    assert any(not torch.equal(aligned[k], taught[k]) for k in aligned)
+    card = loss_clauses({"align_weight": 1.0, "align_steps": 1000, "teach_weight": 2.0})
+    assert "clean estimate pulled toward the source's, drawn by its VAE (weight 2, not the paper's recipe) for the first 1000 steps" in card
+    with pytest.raises(ConfigError, match="flow.teach_weight"):
+        validate(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / "bad", **{"flow.teach_weight": 1.0})))
+
+
 def test_shared_alignment_noise_follows_the_vae_and_stays_the_unit_gaussian_the_teacher_was_trained_with():
     """flow.align_noise: shared: each VAE cell's pixel noise becomes its latent noise through the orthonormal map
     nearest the VAE's own (a linear 'VAE' with orthonormal rows is recovered), after area-averaging for an HR

@@ -81,6 +81,7 @@ class SourceAlignment(nn.Module):
         self.source = source_transformer.requires_grad_(False).eval()
         self.latent = latent
         self._pixel_tokens = None
+        self._whole, self._teacher_tokens = False, None  # see `targets(..., whole=True)`
         self._hooks = [model.layers[block].register_forward_hook(self._keep),
                        self.source.layers[block].register_forward_hook(self._stop)]
 
@@ -93,14 +94,24 @@ class SourceAlignment(nn.Module):
     def _keep(self, module, inputs, output):
         self._pixel_tokens = output
 
-    @staticmethod
-    def _stop(module, inputs, output):
-        raise _SourceTokens(output)
+    def _stop(self, module, inputs, output):
+        if not self._whole:
+            raise _SourceTokens(output)
+        self._teacher_tokens = output
 
     @torch.no_grad()
-    def targets(self, x_t: torch.Tensor, t: torch.Tensor, captions) -> torch.Tensor:
+    def targets(self, x_t: torch.Tensor, t: torch.Tensor, captions, whole: bool = False):
         """The teacher's tokens leaving the block for its noisy input `x_t` (B, C, H, W) at time `t`: VAE latents
-        for the source, pixels for a 1x pixel model."""
+        for the source, pixels for a 1x pixel model. With `whole`, its forward runs on to the end and the pair
+        (tokens, output) comes back, the output being its x0 - noise (for `flow.teach_weight`)."""
+        if whole:
+            self._whole = True
+            try:
+                output = predict(self.source, x_t, t, captions, latent=self.latent)
+            finally:
+                self._whole = False
+            tokens, self._teacher_tokens = self._teacher_tokens, None
+            return tokens, output
         try:
             predict(self.source, x_t, t, captions, latent=self.latent)
         except _SourceTokens as stop:

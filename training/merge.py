@@ -76,12 +76,15 @@ def extra_loss_clause(flow: dict, weight: str, steps: str, term: str, after: str
 
 
 def loss_clauses(flow: dict) -> str:
-    """The token alignment (training.alignment) and the object weighting, as the run used them."""
+    """The token alignment (training.alignment), the source's decoded estimate as a target and the object weighting,
+    as the run used them."""
     teacher = "its 1x base model's" if flow.get("align_to") == "base" else "the source's"
     noise = " on the pixel model's own noise" if flow.get("align_noise") == "shared" else ""
     return (extra_loss_clause(flow, "align_weight", "align_steps",
                               f"plus the token alignment to {teacher} tokens{noise}" + " (weight {weight:g}, not the paper's recipe)",
                               " (a warm start), then the velocity MSE alone")
+            + extra_loss_clause(flow, "teach_weight", "align_steps",
+                                "plus the clean estimate pulled toward the source's, drawn by its VAE (weight {weight:g}, not the paper's recipe)")
             + extra_loss_clause(flow, "object_weight", "object_weight_steps",
                                 "off-background pixels weighted 1 + {weight:g} in the MSE (not the paper's recipe)"))
 

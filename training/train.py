@@ -36,7 +36,7 @@ from safetensors.torch import load_file
 from l2p import L2PPipeline, L2PTransformer2DModel, freeze_for_transfer
 from l2p.device import cpu_has_bf16_units
 from l2p.high_resolution import grow_for_high_resolution, growth_channels
-from l2p.latents import standardise_latents
+from l2p.latents import destandardise_latents, standardise_latents
 from l2p.sizes import pixels_per_token
 from l2p.toyworld import layout_prompt
 from l2p.transfer import PARTS, POLICIES
@@ -154,6 +154,13 @@ class FlowConfig:
     # alignment and the object weighting fall linearly to nothing, and the rate from optim.warm_start_lr to optim.lr.
     # 0: they end at once. The toy transfer's score dropped where they ended at once (docs/results.md).
     warm_start_fade: int = 0
+    # With the source as the alignment's teacher: weight of a second warm-start term (on the alignment's steps and
+    # fade), the pixel model's clean estimate x_t + sigma * output pulled toward the source's own for the same noisy
+    # image, decoded by the source's VAE. At high noise the source's estimate is what the prompt says (its latent
+    # x_t shows little yet), where the data's x0 is one image of the many the model might draw; an x0 error is the
+    # velocity error times sigma, so low noise, where the VAE's blur would be taught, is left to the plain loss.
+    # 0 = off.
+    teach_weight: float = 0.0
 
 
 @dataclass
@@ -233,6 +240,9 @@ def validate(config: TrainConfig) -> None:
     if config.flow.align_weight and not (m.kind == "pixel" and m.init in ("source", "pixel") and m.n_shallow >= 1):
         raise ConfigError("flow.align_weight needs model.kind: pixel, model.init: source or pixel and model.n_shallow >= 1 "
                           "(the source's DiT gives the tokens its frozen middle blocks expect after the retrained front blocks)")
+    if config.flow.teach_weight < 0 or (config.flow.teach_weight and not (config.flow.align_weight and config.flow.align_to == "source")):
+        raise ConfigError(f"flow.teach_weight must be 0 or > 0 with the source as the alignment's teacher "
+                          f"(flow.align_weight > 0, flow.align_to: source), got {config.flow.teach_weight}")
     if config.flow.align_to not in ALIGN_TARGETS:
         raise ConfigError(f"flow.align_to must be one of {list(ALIGN_TARGETS)}, got {config.flow.align_to!r}")
     if config.flow.align_noise not in ALIGN_NOISE:
@@ -375,6 +385,9 @@ class Trainer:
         elif config.flow.align_weight:  # the source DiT stays, frozen, to give the tokens the middle blocks expect
             self.alignment = SourceAlignment(self.model, self.source.transformer, m.n_shallow - 1).to(accelerator.device)
             self.alignment_shrink = m.patch_size // pixels_per_token(self.source)
+        if config.flow.teach_weight and self.alignment_shrink != 1:
+            raise ConfigError("flow.teach_weight needs the pixel model on the source's own token grid (an HR model's "
+                              "token is wider than the source's, whose decoded estimate would be smaller than its image)")
         # The teacher runs at the noise level the model's DiT works at: an HR model grown from a 1x one sees its
         # patch averaged, so less noisy than the pixels (L2PTransformer2DModel's noise_pooling).
         self.noise_pooling = self.model.config.noise_pooling if m.kind == "pixel" else 1
@@ -470,6 +483,13 @@ class Trainer:
         return (torch.stack([self.latent_cache[item.key][0] for item in items]),
                 torch.stack([self.latent_cache[item.key][1] for item in items]))
 
+    @torch.no_grad()
+    def decoded(self, latents: torch.Tensor) -> torch.Tensor:
+        """Standardised latents as the source's VAE draws them, in the pixels' [-1, 1]."""
+        vae = self.source.vae
+        with self.accelerator.autocast():  # bf16 where the run is: twice as fast a decode on a CPU with bf16 units
+            return vae.decode(destandardise_latents(vae, latents.to(vae.dtype))).sample.float().clamp(-1, 1)
+
     def token_labels(self, items, latent_size) -> torch.Tensor:
         """What each image token's cell holds (training.semantic), from the toy items' exact layouts."""
         patch = self.accelerator.unwrap_model(self.model).config.all_patch_size[0]  # the latent DiT: the source's config
@@ -502,6 +522,7 @@ class Trainer:
             self.alignment = None
             self.latent_cache.clear()
         aligning = self.alignment is not None
+        teaching = aligning and c.flow.teach_weight > 0
         if aligning:  # the same images, as the teacher sees them (VAE latents or shrunk pixels), at the same sigmas
             teacher_x0 = self.encoded(items)[0] if self.alignment.latent else F.avg_pool2d(x0, self.alignment_shrink)
             if c.flow.align_noise == "shared":  # a function of the pixel model's noise (training.alignment)
@@ -517,14 +538,20 @@ class Trainer:
             # Gradients are exchanged between processes once a step, on the last micro-batch.
             sync = contextlib.nullcontext() if k == chunks - 1 else self.accelerator.no_sync(self.model)
             with sync:
-                if aligning:
+                if teaching:  # the source's clean estimate x_t + sigma * output, drawn by its VAE
+                    targets, output = self.alignment.targets(teacher_x_t[part], 1 - teacher_sigma[part], captions[part], whole=True)
+                    teacher_estimate = self.decoded(teacher_x_t[part] + teacher_sigma[part].view(-1, 1, 1, 1) * output)
+                elif aligning:
                     targets = self.alignment.targets(teacher_x_t[part], 1 - teacher_sigma[part], captions[part])
+                x_t = noised(x0[part], noise[part], sigma[part])
                 with self.accelerator.autocast():
-                    prediction = predict(self.model, noised(x0[part], noise[part], sigma[part]), 1 - sigma[part], captions[part],
-                                         latent=self.config.model.kind != "pixel")
+                    prediction = predict(self.model, x_t, 1 - sigma[part], captions[part], latent=self.config.model.kind != "pixel")
                 loss = flow_matching_loss(prediction, x0[part], noise[part], None if weights is None else weights[part])
                 if aligning:
                     loss = loss + c.flow.align_weight * align_share * self.alignment.loss(targets)
+                if teaching:
+                    estimate = x_t.float() + sigma[part].view(-1, 1, 1, 1) * prediction.float()
+                    loss = loss + c.flow.teach_weight * align_share * F.mse_loss(estimate, teacher_estimate)
                 if self.probe is not None:
                     loss = loss + c.flow.semantic_weight * self.probe.loss(self.token_labels(items[part], x0.shape[-2:]))
                 self.accelerator.backward(loss / chunks)
