@@ -50,7 +50,7 @@ SOURCE_CONFIG_KEYS = (
 )
 
 
-PREDICTION_TYPES = ("velocity", "sample")
+PREDICTION_TYPES = ("velocity", "sample", "blend")
 # With prediction_type "sample", (x0 - x_t) / sigma divides by at least this: near sigma 0 an error in x0 would
 # otherwise be amplified without bound (JiT clips the same denominator at 0.05).
 SAMPLE_PREDICTION_MIN_SIGMA = 0.05
@@ -74,6 +74,11 @@ class L2PTransformer2DModel(ZImageTransformer2DModel):
             "Back to Basics") found it the better choice where the network is narrower than a patch, as the toy's
             width-256 DiT is against a 16-px patch's 768 values; tried at toy scale, it removed the grain but
             blurred the objects away, so the embedded model keeps velocity (docs/results.md).
+            "blend": it is x0 - sigma * noise, the velocity at sigma 1 and x0 at sigma 0, and the model returns
+            ((output + x_t) / (2 - sigma) - x_t) / sigma, again x0 - noise. Since x0 - sigma * noise = (2 - sigma) x0
+            - x_t, the head passes x_t through with a gain of -1 at every sigma, where velocity asks for -1/sigma
+            (the toy head's grain at low noise) and x0 for a gain falling from 1 to 0 (docs/results.md, "Where the
+            grain comes from").
         noise_pooling: k > 1 for a high-resolution variant grown k times from a 1x model (`l2p.high_resolution`),
             whose patch embedder starts as the 1x one reading the patch averaged k x k. Averaging keeps the image
             and divides independent pixel noise by k, so the DiT works at the 1x model's lower noise level
@@ -274,9 +279,10 @@ class L2PTransformer2DModel(ZImageTransformer2DModel):
         grid_h, grid_w = height // patch, width // patch
         features = unified[:, : grid_h * grid_w].reshape(batch, grid_h, grid_w, -1).permute(0, 3, 1, 2)
         sample = self.local_decoder(hidden_states, features)
-        if self.config.prediction_type == "sample":
-            sigma = (1 - timestep).clamp(min=SAMPLE_PREDICTION_MIN_SIGMA).to(sample.dtype).view(-1, 1, 1, 1)
-            sample = (sample - hidden_states) / sigma
+        if self.config.prediction_type != "velocity":
+            sigma = (1 - timestep).to(sample.dtype).view(-1, 1, 1, 1)
+            clean = sample if self.config.prediction_type == "sample" else (sample + hidden_states) / (2 - sigma)
+            sample = (clean - hidden_states) / sigma.clamp(min=SAMPLE_PREDICTION_MIN_SIGMA)
         return Transformer2DModelOutput(sample=sample) if return_dict else (sample,)
 
 

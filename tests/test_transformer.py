@@ -173,3 +173,22 @@ def test_sample_prediction_returns_the_heads_clean_image_as_x0_minus_noise():
     assert L2PTransformer2DModel.from_config(sample.config).config.prediction_type == "sample"
     with pytest.raises(ValueError, match="prediction_type 'epsilon' is not one of"):
         tiny.pixel_transformer(prediction_type="epsilon")
+
+
+def test_blend_prediction_makes_the_heads_output_x0_minus_sigma_noise():
+    """With prediction_type "blend" the head's output means x0 - sigma * noise: for a head that outputs exactly that
+    for a known x0 and noise, the model returns x0 - noise (the velocity target) at every sigma above the floor."""
+    velocity = tiny.pixel_transformer(seed=3)
+    blend = tiny.pixel_transformer(seed=3, prediction_type="blend")
+    torch.manual_seed(0)
+    x0, noise, captions = torch.randn(3, 3, 32, 48), torch.randn(3, 3, 32, 48), [torch.randn(5, tiny.TEXT_DIM) for _ in range(3)]
+    sigma = torch.tensor([1.0, 0.5, 0.1]).view(-1, 1, 1, 1)
+    x_t = (1 - sigma) * x0 + sigma * noise
+    with torch.no_grad():
+        head = velocity(x_t, 1 - sigma.flatten(), captions).sample
+        out = blend(x_t, 1 - sigma.flatten(), captions).sample
+    torch.testing.assert_close(out, ((head + x_t) / (2 - sigma) - x_t) / sigma, atol=1e-4, rtol=1e-4)
+    # The head's ideal output for this x0 and noise, put in by hand: the model then returns the velocity target.
+    blend.local_decoder.forward = lambda image, features: x0 - sigma * noise
+    with torch.no_grad():
+        torch.testing.assert_close(blend(x_t, 1 - sigma.flatten(), captions).sample, x0 - noise, atol=1e-4, rtol=1e-4)
