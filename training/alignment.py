@@ -104,19 +104,17 @@ class SourceAlignment(nn.Module):
         """The teacher's tokens leaving the block for its noisy input `x_t` (B, C, H, W) at time `t`: VAE latents
         for the source, pixels for a 1x pixel model. With `whole`, its forward runs on to the end and the pair
         (tokens, output) comes back, the output being its x0 - noise (for `flow.teach_weight`)."""
-        if whole:
-            self._whole = True
-            try:
-                output = predict(self.source, x_t, t, captions, latent=self.latent)
-            finally:
-                self._whole = False
-            tokens, self._teacher_tokens = self._teacher_tokens, None
-            return tokens, output
+        self._whole = whole
         try:
-            predict(self.source, x_t, t, captions, latent=self.latent)
-        except _SourceTokens as stop:
+            output = predict(self.source, x_t, t, captions, latent=self.latent)
+        except _SourceTokens as stop:  # not `whole`: stopped at the block
             return stop.args[0]
-        raise RuntimeError("the teacher's forward never reached the aligned block")
+        finally:
+            self._whole = False
+        tokens, self._teacher_tokens = self._teacher_tokens, None
+        if tokens is None:
+            raise RuntimeError("the teacher's forward never reached the aligned block")
+        return tokens, output
 
     def loss(self, targets: torch.Tensor) -> torch.Tensor:
         """For the pixel model's forward just run: its tokens at the block against `targets`."""
