@@ -14,6 +14,7 @@ from scipy import ndimage
 from diffusers.pipelines.z_image.pipeline_z_image import get_default_z_image_sigmas
 from l2p import L2PPipeline
 from l2p.toyworld.render import render_prompt
+from training.toy_data import object_weights, to_tensor
 torch.set_num_threads(2)
 folder = sys.argv[1] if len(sys.argv) > 1 else "assets/tiny-l2p"
 pipe = L2PPipeline.from_pretrained(folder)
@@ -21,13 +22,10 @@ shift = pipe.scheduler.config.shift
 prompts = ["a red circle", "a blue square", "two triangles", "a circle left of a square",
            "an orange triangle", "three circles", "a green square and a red circle", "a purple triangle"]
 sigmas = list(get_default_z_image_sigmas(20))
-renders = [np.asarray(render_prompt(p, 128, seed=i), dtype=np.float32) / 127.5 - 1 for i, p in enumerate(prompts)]
-x0 = torch.from_numpy(np.stack(renders)).permute(0, 3, 1, 2)
-background = []
-for r in renders:
-    bg = np.median(r.reshape(-1, 3), axis=0)
-    obj = np.abs(r - bg).sum(-1) > 0.05
-    background.append(~ndimage.binary_dilation(obj, iterations=4))
+x0 = torch.stack([to_tensor(render_prompt(p, 128, seed=i)) for i, p in enumerate(prompts)])
+renders = ((x0.permute(0, 2, 3, 1).numpy() + 1) * 127.5)  # 0-255, as the outputs are measured
+objects = (object_weights(x0, 1.0) > 1.0)[:, 0].numpy()  # the off-background pixels, as the training weights find them
+background = [~ndimage.binary_dilation(mask, iterations=4) for mask in objects]
 noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
 rows = []
 for k in (0, 4, 8, 12, 16, 18):
@@ -37,7 +35,7 @@ for k in (0, 4, 8, 12, 16, 18):
                generator=torch.Generator().manual_seed(0), output_type="np").images
     out = out * 255.0
     grain = float(np.mean([out[i][background[i]].std(0).mean() for i in range(len(prompts))]))
-    err = float(np.mean([np.abs(out[i] - (renders[i] + 1) * 127.5)[background[i]].mean() for i in range(len(prompts))]))
+    err = float(np.mean([np.abs(out[i] - renders[i])[background[i]].mean() for i in range(len(prompts))]))
     rows.append({"start_sigma": round(shifted, 3), "steps": 20 - k, "background_grain_std": round(grain, 2), "background_abs_error": round(err, 2)})
     print(rows[-1], flush=True)
 print(json.dumps(rows))
