@@ -70,6 +70,10 @@ DEMO = Demo.start(CONFIG)
 DEFAULTS = DEMO.defaults
 # A native high-resolution model is served (L2P_HR_MODEL, or the embedded one): Compare at its size shows three.
 HAS_HR = DEMO.models.hr is not None
+# Where the pixel model's folder starts guidance later than the first step (sampling.json's cfg_start), say so.
+_PIXEL_CFG_START = DEMO.models.pixel_sampling.cfg_start if DEMO.models.pixel_sampling else 0.0
+GUIDANCE_INFO = (f"The pixel model leaves its noisiest steps unguided (normalised time below {_PIXEL_CFG_START:g}, "
+                 "as its sampling.json says): guided there, it draws empty canvases." if _PIXEL_CFG_START else None)
 
 HEADER = (
     "# L2P: latent to pixel\n"
@@ -363,7 +367,8 @@ with gr.Blocks(title="L2P: latent to pixel", delete_cache=(3600, 3600)) as demo:
                 negative_prompt = gr.Textbox("", label="Negative prompt", lines=1)
                 steps = CheckedSlider(*STEPS_RANGE, value=DEFAULTS.steps, step=1, label="Steps", elem_id="steps")
                 guidance = CheckedSlider(*GUIDANCE_RANGE, value=DEFAULTS.guidance, step=0.1,
-                                         label="Guidance (neg + s·(pos − neg); off at 1 or below)")
+                                         label="Guidance (neg + s·(pos − neg); off at 1 or below)",
+                                         info=GUIDANCE_INFO)
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, label=f"Seed (0 to {MAX_SEED})")
                     randomize_seed = gr.Checkbox(value=True, label="Randomize seed")

@@ -212,6 +212,7 @@ class L2PPipeline(DiffusionPipeline, ZImageLoraLoaderMixin):
         shift: float | None = None,
         cfg_normalization: float | bool = False,
         cfg_truncation: float = 1.0,
+        cfg_start: float = 0.0,
         joint_attention_kwargs: dict | None = None,
     ):
         """Generate images.
@@ -247,11 +248,16 @@ class L2PPipeline(DiffusionPipeline, ZImageLoraLoaderMixin):
                 times the conditional prediction's (True = 1).
             cfg_truncation: as Z-Image's: guidance is switched off (conditional prediction only, one forward)
                 at steps whose normalised time (1 - t/1000, 0 = noise, 1 = clean) exceeds it; 1 = never.
+            cfg_start: guidance is switched off at steps whose normalised time is below it, the noisiest ones
+                (a guidance interval, Kynkäänniemi et al. 2024); 0 = guided from the first step. The toy pixel
+                model's sampling.json sets it: guided at its first steps it draws empty canvases (docs/results.md).
             joint_attention_kwargs: `scale` (the weight of loaded LoRAs, default 1) and `attention_backend`
                 (a name from `diffusers.models.attention_dispatch.AttentionBackendName`, e.g. "native",
                 "_native_math", "flash", used for this call).
         """
         self.check_inputs(prompt, prompt_embeds, negative_prompt, height, width, num_inference_steps, output_type)
+        if not 0 <= cfg_start <= 1:
+            raise ValueError(f"cfg_start must be a normalised time in [0, 1], got {cfg_start!r}")
         unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
         if unknown:
             raise ValueError(f"callback tensor inputs {sorted(unknown)} are not among {self._callback_tensor_inputs}")
@@ -323,7 +329,7 @@ class L2PPipeline(DiffusionPipeline, ZImageLoraLoaderMixin):
                     break
                 # The DiT's clock runs the other way: 0 = pure noise, 1 = clean.
                 model_t = ((1000 - t) / 1000).expand(batch)
-                guided = do_cfg and not float(model_t[0]) > cfg_truncation
+                guided = do_cfg and cfg_start <= float(model_t[0]) <= cfg_truncation
                 model_input = latents.to(model_dtype)
                 captions = prompt_embeds
                 if guided:

@@ -4,6 +4,9 @@ The embedded tiny models are trained at one size with one sampler setting; this 
 which, so the app's defaults, `training.evaluate` and the README example all read it instead of repeating the
 numbers. `guidance_scale` is in the folder's own pipeline's convention (Z-Image: pos + s (pos - neg); L2P:
 neg + s (pos - neg)), so `pipe(prompt, **settings.as_kwargs())` is the intended run.
+
+An L2P folder may also say `cfg_start` (L2PPipeline's argument: guidance starts at that normalised time, the
+noisiest steps run the conditional prediction alone); a folder without it is guided at every step.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class SamplingSettings:
     width: int
     num_inference_steps: int
     guidance_scale: float
+    cfg_start: float = 0.0  # optional in the file: L2PPipeline's guidance interval (0: guided from the first step)
 
     def __post_init__(self):
         for name in ("height", "width", "num_inference_steps"):
@@ -30,9 +34,15 @@ class SamplingSettings:
                 raise ValueError(f"{SAMPLING_FILE}: {name} must be a positive integer, got {value!r}")
         if not isinstance(self.guidance_scale, (int, float)) or isinstance(self.guidance_scale, bool) or self.guidance_scale < 0:
             raise ValueError(f"{SAMPLING_FILE}: guidance_scale must be a number >= 0, got {self.guidance_scale!r}")
+        if not isinstance(self.cfg_start, (int, float)) or isinstance(self.cfg_start, bool) or not 0 <= self.cfg_start <= 1:
+            raise ValueError(f"{SAMPLING_FILE}: cfg_start must be a number in [0, 1], got {self.cfg_start!r}")
 
     def as_kwargs(self) -> dict:
-        return asdict(self)
+        """The pipeline call's arguments; `cfg_start` only where it is set, since ZImagePipeline has no such argument."""
+        values = asdict(self)
+        if not self.cfg_start:
+            del values["cfg_start"]
+        return values
 
     @property
     def size(self) -> tuple[int, int]:
@@ -57,6 +67,9 @@ def l2p_guidance(zimage_guidance: float) -> float:
     return zimage_guidance + 1.0
 
 
+OPTIONAL = {"cfg_start"}  # keys a sampling.json may leave out
+
+
 def read_sampling(folder: str | os.PathLike) -> SamplingSettings | None:
     """The folder's settings, or None when it has no `sampling.json` (a Hub model: use the release's defaults)."""
     path = Path(folder) / SAMPLING_FILE
@@ -66,10 +79,10 @@ def read_sampling(folder: str | os.PathLike) -> SamplingSettings | None:
         values = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from None
-    expected = {field.name for field in fields(SamplingSettings)}
-    if not isinstance(values, dict) or set(values) != expected:
+    required = {field.name for field in fields(SamplingSettings) if field.name not in OPTIONAL}
+    if not isinstance(values, dict) or not required <= set(values) <= required | OPTIONAL:
         got = sorted(values) if isinstance(values, dict) else type(values).__name__
-        raise ValueError(f"{path} must hold exactly {sorted(expected)}, got {got}")
+        raise ValueError(f"{path} must hold exactly {sorted(required)} (and optionally {sorted(OPTIONAL)}), got {got}")
     return SamplingSettings(**values)
 
 

@@ -59,6 +59,21 @@ def test_cfg_truncation_switches_guidance_off_at_the_steps_past_it(pipe):
     assert differs(partly, default) and differs(partly, run(pipe, guidance_scale=1.0))
 
 
+def test_cfg_start_switches_guidance_off_at_the_noisiest_steps(pipe):
+    default = run(pipe)
+    np.testing.assert_array_equal(run(pipe, cfg_start=0.0), default)
+    # Past every step's normalised time (the last of 3 steps is at 1 - sigma < 1): no guidance, as guidance_scale 1.
+    np.testing.assert_array_equal(run(pipe, cfg_start=1.0), run(pipe, guidance_scale=1.0))
+    # The first step (normalised time 0) unguided, the rest guided: neither of the two.
+    later = run(pipe, cfg_start=0.01)
+    assert differs(later, default) and differs(later, run(pipe, guidance_scale=1.0))
+    # With cfg_truncation: guided only between the two, so an empty interval guides nothing.
+    np.testing.assert_array_equal(run(pipe, cfg_start=0.5, cfg_truncation=0.4), run(pipe, guidance_scale=1.0))
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="cfg_start"):
+            run(pipe, cfg_start=bad)
+
+
 def test_cfg_normalization_caps_the_guided_norm(pipe):
     strong = run(pipe, guidance_scale=8.0)
     np.testing.assert_array_equal(run(pipe, guidance_scale=8.0, cfg_normalization=1e6), strong)

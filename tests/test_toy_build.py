@@ -83,7 +83,18 @@ def test_sampling_json_round_trips_and_rejects_malformed_files(tmp_path):
     write_sampling(tmp_path, settings)
     assert read_sampling(tmp_path) == settings and settings.size == (96, 128)
     assert read_sampling(tmp_path / "nowhere") is None
+    assert "cfg_start" not in json.loads((tmp_path / SAMPLING_FILE).read_text())  # a ZImagePipeline takes no such argument
+    # An L2P folder's guidance interval: optional, round-trips, passed to the pipeline only where set.
+    later = SamplingSettings(height=128, width=96, num_inference_steps=20, guidance_scale=3.0, cfg_start=0.08)
+    write_sampling(tmp_path, later)
+    assert read_sampling(tmp_path) == later and later.as_kwargs()["cfg_start"] == 0.08
+    assert "cfg_start" not in settings.as_kwargs()
+    with pytest.raises(ValueError, match="cfg_start must be a number in"):
+        SamplingSettings(height=128, width=96, num_inference_steps=20, guidance_scale=3.0, cfg_start=1.5)
     (tmp_path / SAMPLING_FILE).write_text(json.dumps({"height": 128, "width": 128}))
+    with pytest.raises(ValueError, match="must hold exactly"):
+        read_sampling(tmp_path)
+    (tmp_path / SAMPLING_FILE).write_text(json.dumps({**settings.as_kwargs(), "cfg_stop": 0.5}))
     with pytest.raises(ValueError, match="must hold exactly"):
         read_sampling(tmp_path)
     (tmp_path / SAMPLING_FILE).write_text(json.dumps({"height": 0, "width": 128, "num_inference_steps": 2, "guidance_scale": 1}))

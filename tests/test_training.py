@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 import tiny
 from l2p import L2PPipeline, L2PTransformer2DModel
 from l2p.high_resolution import grow_for_high_resolution
+from l2p.sampling import read_sampling
 from l2p.transformer_l2p import dit_noise_level
 from training.config import ConfigError, load_config, to_dict
 from training.train import TrainConfig, run, validate
@@ -69,6 +70,8 @@ def environment():
         (["flow.align_noise=same"], "flow.align_noise"),
         (["flow.warm_start_fade=100"], "flow.warm_start_fade"),  # the fade of a warm start there is not
         (["checkpoint_every=0"], "checkpoint_every"),  # once crashed the first step with a division by zero
+        (["sample_cfg_start=1.5"], "sample_cfg_start"),
+        (["model.kind=latent", "sample_cfg_start=0.1"], "sample_cfg_start"),  # ZImagePipeline has no guidance interval
     ],
 )
 def test_bad_configs_fail_before_any_work_naming_the_field(source_dir, tmp_path, overrides, field):
@@ -221,6 +224,17 @@ def test_frozen_middle_stays_frozen_and_merge_writes_a_loadable_release_file(sou
     assert evaluate_checkpoints(tmp_path / "run", tmp_path / "pipeline", n_prompts=4, steps=2, shift=0.5)[-1]["edge_width_px"] == pytest.approx(shifted["edge_width_px"])
     with pytest.raises(ValueError, match="applies to L2P pipelines"):
         evaluate_toy(ROOT / "assets" / "tiny-source", n_prompts=1, shift=1.0)
+    # Where guidance starts: the run's sample_cfg_start (0 here) unless merge is given one; written to sampling.json,
+    # used and recorded by the evaluation, and refused for a latent folder.
+    assert read_sampling(tmp_path / "pipeline").cfg_start == 0.0
+    merge(last, None, tmp_path / "guided-later", cfg_start=0.5)
+    assert read_sampling(tmp_path / "guided-later").cfg_start == 0.5
+    # (The tiny random model barely listens to its prompt, so guidance hardly shows in its images: what the
+    # argument does to images is tested on the shipped model, in test_pipeline_arguments.py.)
+    assert evaluate_toy(tmp_path / "guided-later", n_prompts=2, steps=2)["cfg_start"] == 0.5
+    assert evaluate_toy(tmp_path / "pipeline", n_prompts=2, steps=2, cfg_start=0.25)["cfg_start"] == 0.25
+    with pytest.raises(ValueError, match="cfg_start applies to L2P pipelines"):
+        evaluate_toy(ROOT / "assets" / "tiny-source", n_prompts=1, cfg_start=0.5)
     # One-step denoising with the checkpoint laid over the merged pipeline is the merged pipeline's own; laid
     # over a model it does not belong to, it is refused.
     from training.evaluate import evaluate_denoising

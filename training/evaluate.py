@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -65,18 +66,23 @@ def guidance_for(pipe, guidance: float) -> float:
 
 
 def run_settings(folder, pipe, steps: int | None = None, guidance: float | None = None, size: int | None = None,
-                 height: int | None = None, width: int | None = None) -> SamplingSettings:
+                 height: int | None = None, width: int | None = None, cfg_start: float | None = None) -> SamplingSettings:
     """How to run a folder's pipeline: its `sampling.json`, with any of steps, guidance (in L2P's convention,
-    so that both families get the same strength), a square size or a height and width given here instead."""
+    so that both families get the same strength), a square size or a height and width, or an L2P pipeline's
+    guidance interval start (`cfg_start`) given here instead."""
     own = read_sampling(folder)
     if own is None:  # a released model from the Hub: the L2P release's settings, the same strength for Z-Image
         r = RELEASE_SAMPLING
         own = SamplingSettings(r.height, r.width, r.num_inference_steps, guidance_for(pipe, r.guidance_scale))
+    cfg_start = own.cfg_start if cfg_start is None else cfg_start
+    if cfg_start and not isinstance(pipe, L2PPipeline):
+        raise ValueError(f"cfg_start applies to L2P pipelines; {folder} holds a {type(pipe).__name__}")
     return SamplingSettings(
         height=height or size or own.height,
         width=width or size or own.width,
         num_inference_steps=steps or own.num_inference_steps,
         guidance_scale=own.guidance_scale if guidance is None else guidance_for(pipe, guidance),
+        cfg_start=cfg_start,
     )
 
 
@@ -105,15 +111,16 @@ def measure(images: list[Image.Image], prompts: list[str]) -> dict[str, float]:
 
 def evaluate_toy(folder, n_prompts: int = 300, seed: int = HELD_OUT_SEED, steps: int | None = None, guidance: float | None = None,
                  size: int | None = None, out: str | Path | None = None, quantize: str | None = None,
-                 rope: str | None = None, shift: float | None = None) -> dict:
+                 rope: str | None = None, shift: float | None = None, cfg_start: float | None = None) -> dict:
     """Toy GenEval: one image per prompt, prompt i with seed `seed + i`, scored by the toy evaluator; the size,
     steps and guidance are the folder's `sampling.json` unless given; `quantize`: see `load_pipeline`; `rope`: a
     pixel model's RoPE strategy past its trained grid (l2p.rope: pi, ntk, yarn, dype; None: plain positions);
-    `shift`: a pixel model's sampling shift for this evaluation (None: its scheduler's, the release's 3)."""
+    `shift`: a pixel model's sampling shift for this evaluation (None: its scheduler's, the release's 3);
+    `cfg_start`: a pixel model's guidance interval start (None: its sampling.json's)."""
     pipe = load_pipeline(folder, quantize)
     if rope is not None and not isinstance(pipe, L2PPipeline):
         raise ValueError(f"--rope applies to L2P pipelines; {folder} holds a {type(pipe).__name__}")
-    settings = run_settings(folder, pipe, steps, guidance, size)
+    settings = run_settings(folder, pipe, steps, guidance, size, cfg_start=cfg_start)
     pairs = sample_prompts(n_prompts, seed=seed)
     prompts = [prompt for _, prompt in pairs]
     started = time.time()
@@ -122,7 +129,8 @@ def evaluate_toy(folder, n_prompts: int = 300, seed: int = HELD_OUT_SEED, steps:
     images = generate(pipe, prompts, [seed + i for i in range(len(prompts))], settings, **options)
     result = measure(images, prompts)
     result.update(pipeline=str(folder), prompts=len(prompts), seed=seed, steps=settings.num_inference_steps,
-                  size=[settings.width, settings.height], guidance=settings.guidance_scale, seconds=round(time.time() - started, 1),
+                  size=[settings.width, settings.height], guidance=settings.guidance_scale, cfg_start=settings.cfg_start,
+                  seconds=round(time.time() - started, 1),
                   quantize=quantize, rope=rope, shift=shift)
     if out is not None:
         out = Path(out)
@@ -144,13 +152,13 @@ def shift_option(folder, pipe, shift: float | None) -> dict:
 
 def evaluate_checkpoints(run, base, n_prompts: int = 100, seed: int = HELD_OUT_SEED, steps: int | None = None,
                          guidance: float | None = None, out: str | Path | None = None, every: int = 1,
-                         shift: float | None = None) -> list[dict]:
+                         shift: float | None = None, cfg_start: float | None = None) -> list[dict]:
     """Toy score against training step: the `base` pipeline with each checkpoint's trained tensors in turn.
 
     `base` holds everything a checkpoint does not: for the latent source its components folder (every DiT
     tensor is trained), for a transfer the merged pipeline (the frozen middle blocks are the source's)."""
     pipe = load_pipeline(base)
-    settings = run_settings(base, pipe, steps, guidance)
+    settings = run_settings(base, pipe, steps, guidance, cfg_start=cfg_start)
     options = shift_option(base, pipe, shift)
     chosen = [folder for folder in checkpoints(run) if checkpoint_step(folder) % every == 0]
     if not chosen:
@@ -166,7 +174,7 @@ def evaluate_checkpoints(run, base, n_prompts: int = 100, seed: int = HELD_OUT_S
         print(json.dumps(rows[-1]), flush=True)
     if out is not None:
         with atomic_file(Path(out) / "curve.json", "w") as stream:
-            json.dump({"run": str(run), "base": str(base), "prompts": n_prompts, "seed": seed, **settings.as_kwargs(), "shift": shift,
+            json.dump({"run": str(run), "base": str(base), "prompts": n_prompts, "seed": seed, **asdict(settings), "shift": shift,
                        "curve": rows}, stream, indent=1)
     return rows
 
@@ -344,6 +352,9 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=None, help="a square side; default: the folder's sampling.json")
     parser.add_argument("--shift", type=float, default=None,
                         help="toy, toy-curve: a pixel model's sampling shift (default: its scheduler's, the release's 3)")
+    parser.add_argument("--cfg-start", type=float, default=None,
+                        help="toy, toy-curve: a pixel model's guidance interval start, normalised time in [0, 1] "
+                             "(default: its sampling.json's, else 0: guided at every step)")
     parser.add_argument("--every", type=int, default=1, help="toy-curve: only checkpoints at multiples of this step")
     parser.add_argument("--rope", choices=[s for s in STRATEGIES if s], default=None,
                         help="toy: a pixel model's RoPE strategy past its trained grid (default: plain positions)")
@@ -352,13 +363,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.benchmark == "toy":
         result = evaluate_toy(args.pipeline, args.prompts, args.seed, args.steps, args.guidance, args.size, args.out,
-                              args.quantize, args.rope, args.shift)
+                              args.quantize, args.rope, args.shift, args.cfg_start)
         print(json.dumps(result, indent=1))
     elif args.benchmark == "toy-curve":
         if not args.base:
             parser.error("toy-curve needs --base, the pipeline folder the checkpoints belong to")
         evaluate_checkpoints(args.pipeline, args.base, args.prompts, args.seed, args.steps, args.guidance, args.out,
-                             args.every, args.shift)
+                             args.every, args.shift, args.cfg_start)
     elif args.benchmark == "vae":
         print(json.dumps(evaluate_vae(args.pipeline, resolution=args.size, out=args.out), indent=1))
     elif args.benchmark == "denoise":

@@ -52,14 +52,16 @@ def release_state_dict(model: L2PTransformer2DModel, frozen: set[str], release_d
 
 
 def pixel_sampling(model: L2PTransformer2DModel, source_folder: str, steps: int | None = None,
-                   guidance: float | None = None) -> SamplingSettings:
+                   guidance: float | None = None, cfg_start: float = 0.0) -> SamplingSettings:
     """The merged pipeline's `sampling.json`: its trained size (patch x trained grid), and the source's steps and
-    guidance strength (converted to L2P's convention) unless given; the release's 30 and 2.0 for a source without one."""
+    guidance strength (converted to L2P's convention) unless given; the release's 30 and 2.0 for a source without one;
+    and where its guidance starts (`cfg_start`, the run's `sample_cfg_start` in `merge`)."""
     side = model.native_side
     own = read_sampling(source_folder) if Path(source_folder).is_dir() else None
     default_steps, default_guidance = ((own.num_inference_steps, l2p_guidance(own.guidance_scale)) if own
                                        else (RELEASE_SAMPLING.num_inference_steps, RELEASE_SAMPLING.guidance_scale))
-    return SamplingSettings(side, side, steps or default_steps, default_guidance if guidance is None else guidance)
+    return SamplingSettings(side, side, steps or default_steps, default_guidance if guidance is None else guidance,
+                            cfg_start)
 
 
 SCORE_KEYS = ("overall", "single_object", "two_object", "counting", "colors", "position", "color_attr")
@@ -126,7 +128,8 @@ def training_section(state: dict, trained: set[str], model: L2PTransformer2DMode
 
 def merge(checkpoint: str | Path, file: str | Path | None, pipeline: str | Path | None, release_dtypes: bool = False,
           steps: int | None = None, guidance: float | None = None, storage_dtype: torch.dtype = torch.float32,
-          repo_id: str | None = None, scores: dict | None = None, ema: bool | None = None) -> None:
+          repo_id: str | None = None, scores: dict | None = None, ema: bool | None = None,
+          cfg_start: float | None = None) -> None:
     """Write the release-layout file and/or the pipeline folder (with its sampling.json and a model card that
     tells the run's recipe, and `scores` when given; its scheduler's shift is the one the run trained with). The
     folder's transformer is stored in `storage_dtype`; diffusers loads it back as float32 unless asked otherwise."""
@@ -142,7 +145,8 @@ def merge(checkpoint: str | Path, file: str | Path | None, pipeline: str | Path 
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(L2PPipeline.default_scheduler().config, shift=config["flow"]["shift"])
         card = training_section(state, trained, model, scores, ema)
         pipe = L2PPipeline(scheduler, source.text_encoder, source.tokenizer, model.to(storage_dtype))
-        sampling = pixel_sampling(model, config["model"]["source"], steps, guidance)
+        cfg_start = config.get("sample_cfg_start", 0.0) if cfg_start is None else cfg_start
+        sampling = pixel_sampling(model, config["model"]["source"], steps, guidance, cfg_start)
         source_id = config["model"]["source"]
         base_model = source_id if is_hub_id(source_id) else None
         with atomic_directory(pipeline) as staging:
@@ -181,6 +185,8 @@ def main(argv=None):
     parser.add_argument("--release-dtypes", action="store_true", help="frozen blocks fp32, the rest bf16")
     parser.add_argument("--steps", type=int, help="sampling.json's steps (default: the source's)")
     parser.add_argument("--guidance", type=float, help="sampling.json's guidance, L2P's convention (default: the source's strength)")
+    parser.add_argument("--cfg-start", type=float, help="sampling.json's cfg_start, where guidance starts in normalised "
+                        "time (default: the run's sample_cfg_start)")
     parser.add_argument("--raw", action="store_true", help="the raw trained weights even where the run kept an EMA")
     parser.add_argument("--scores", help="a scores.json of training.evaluate, quoted in the model card")
     parser.add_argument("--push-to-hub", metavar="REPO", help="upload the pipeline folder (and --file) to this Hub repository")
@@ -191,7 +197,7 @@ def main(argv=None):
         parser.error("--push-to-hub uploads the pipeline folder: name it with --pipeline")
     scores = json.loads(Path(args.scores).read_text()) if args.scores else None
     merge(args.checkpoint, args.file, args.pipeline, args.release_dtypes, args.steps, args.guidance,
-          repo_id=args.push_to_hub, scores=scores, ema=False if args.raw else None)
+          repo_id=args.push_to_hub, scores=scores, ema=False if args.raw else None, cfg_start=args.cfg_start)
     if args.push_to_hub:
         publish(args.push_to_hub, Path(args.pipeline), Path(args.file) if args.file else None)
 

@@ -183,6 +183,9 @@ class TrainConfig:
     sample_every: int = 0  # 0: only at the end
     sample_prompts: list[str] = field(default_factory=lambda: ["a red circle", "two blue squares"])
     sample_steps: int = 20
+    # Pixel runs: where guidance starts (L2PPipeline's cfg_start) in the run's samples and in the sampling.json of the
+    # folder training.merge writes from it; 0 guides every step.
+    sample_cfg_start: float = 0.0
     threads: int = 0
     # accelerate's tracker for loss, LR, throughput and the sample grids (under output_dir/logs); "none" = off.
     log_with: str = "tensorboard"
@@ -232,6 +235,10 @@ def validate(config: TrainConfig) -> None:
         validate_growth(m)
     if m.freeze_policy not in POLICIES:
         raise ConfigError(f"model.freeze_policy must be one of {list(POLICIES)}, got {m.freeze_policy!r}")
+    if not 0 <= config.sample_cfg_start <= 1:
+        raise ConfigError(f"sample_cfg_start must be a normalised time in [0, 1], got {config.sample_cfg_start!r}")
+    if config.sample_cfg_start and m.kind != "pixel":
+        raise ConfigError("sample_cfg_start applies to pixel runs (model.kind: pixel): ZImagePipeline has no guidance interval")
     if m.also_frozen and not (m.kind == "pixel" and m.init in ("source", "pixel")):
         raise ConfigError("model.also_frozen applies to the transfer and the HR growth (model.kind: pixel, "
                           "model.init: source or pixel)")
@@ -614,7 +621,7 @@ class Trainer:
         size = model.native_side if m.kind == "pixel" else self.config.data.resolution
         if self.config.model.kind == "pixel":
             pipe = L2PPipeline(L2PPipeline.default_scheduler(), source.text_encoder, source.tokenizer, model)
-            kwargs = {"guidance_scale": 2.0}
+            kwargs = {"guidance_scale": 2.0, "cfg_start": self.config.sample_cfg_start}
         else:
             pipe = ZImagePipeline(source.scheduler, source.vae, source.text_encoder, source.tokenizer, model)
             kwargs = {"guidance_scale": 1.0}

@@ -14,13 +14,14 @@ SAMPLER = "Euler (flow matching)"
 
 # The chunks a PNG of this app carries, one fact each (and `parameters`, all of them in one line).
 SETTING_KEYS = ("prompt", "negative_prompt", "steps", "guidance", "seed", "size", "model", "rope", "shift",
-                "dype_lambda_s", "dype_lambda_t")
+                "cfg_start", "dype_lambda_s", "dype_lambda_t")
 
 
 def settings_of(prompt: str, negative_prompt: str, steps: int, guidance: float, seed: int, width: int, height: int,
-                model: str, rope: str | None, shift: float | None = None,
+                model: str, rope: str | None, shift: float | None = None, cfg_start: float = 0.0,
                 dype: tuple[float, float] | None = None) -> dict[str, str]:
-    """The text chunks of one image; `dype`: DyPE's (scale, exponent) when the image was made with DyPE."""
+    """The text chunks of one image; `cfg_start`: where guidance started (L2PPipeline's argument), kept when not
+    0; `dype`: DyPE's (scale, exponent) when the image was made with DyPE."""
     values = {
         "prompt": prompt,
         "negative_prompt": negative_prompt or "",
@@ -33,6 +34,8 @@ def settings_of(prompt: str, negative_prompt: str, steps: int, guidance: float, 
     }
     if shift is not None:
         values["shift"] = f"{shift:g}"
+    if cfg_start:
+        values["cfg_start"] = f"{cfg_start:g}"
     if dype is not None:
         values["dype_lambda_s"], values["dype_lambda_t"] = (f"{value:g}" for value in dype)
     return values
@@ -46,6 +49,7 @@ def parameters_text(settings: dict[str, str]) -> str:
         f"Steps: {settings['steps']}, Sampler: {SAMPLER}, CFG scale: {settings['guidance']}, Seed: {settings['seed']}, "
         f"Size: {settings['size']}, Model: {settings['model']}, RoPE: {settings['rope']}"
         + (f", Shift: {settings['shift']}" if "shift" in settings else "")
+        + (f", CFG start: {settings['cfg_start']}" if "cfg_start" in settings else "")
         + (f", DyPE: {settings['dype_lambda_s']} {settings['dype_lambda_t']}" if "dype_lambda_s" in settings else "")
     )
     return "\n".join(lines)
