@@ -4,6 +4,7 @@ check, failures, cancelling, configuration and loading."""
 import dataclasses
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -674,3 +675,26 @@ def test_dype_parameters_travel_with_a_zero_shot_image(demo):
     assert (settings["rope"], settings["dype_lambda_s"], settings["dype_lambda_t"]) == ("dype", "0.5", "2")
     assert result.image.info["parameters"].endswith("RoPE: dype, Shift: 3, DyPE: 0.5 2")
     assert read_settings({"prompt": "x"}) is None
+
+
+def test_the_embedded_pixel_model_leaves_the_steps_its_sampling_json_names_unguided():
+    """The shipped pixel model's sampling.json starts guidance at normalised time 0.08 (guided from the first step
+    it draws empty canvases): the app runs it so, and its PNG says so."""
+    from l2p.demo.metadata import read_settings
+
+    embedded = Path(__file__).resolve().parent.parent / "assets"
+    config = DemoConfig(assets=str(embedded), steps=3)
+    demo = Demo(load_models(config), config, synthetic_costs(), "synthetic")
+    cfg_start = demo.models.pixel_sampling.cfg_start
+    assert cfg_start == 0.08
+    prompt, seed = "a red circle on a black background", 3
+    _, result = run(demo.generate(Request(prompt, preset="native", steps=3, guidance=3.0, seed=seed)))
+
+    def direct(start):
+        return demo.models.pixel(prompt, height=128, width=128, num_inference_steps=3, guidance_scale=3.0,
+                                 generator=torch.Generator().manual_seed(seed), cfg_start=start).images[0]
+
+    assert np.array_equal(np.asarray(result.image), np.asarray(direct(cfg_start)))
+    assert not np.array_equal(np.asarray(result.image), np.asarray(direct(0.0)))
+    assert read_settings(result.image.info)["cfg_start"] == "0.08"
+    assert "CFG start: 0.08" in result.image.info["parameters"]

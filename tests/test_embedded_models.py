@@ -31,6 +31,11 @@ CASES = [
 # less one for the pixel model, whose hits sit nearer the colour boundaries, against another CPU's rounding.
 # The previous pixel model drew only orange and blue (1 of 6). Raise these when better assets land.
 COLOUR_HITS_AT_LEAST = {"tiny-source": 6, "tiny-l2p": 3}
+# How many of CASES may show another background: none for the source; one for the pixel model, whose sampling.json
+# leaves guidance off for its first steps (cfg_start). That halves its empty canvases but lets about 1 in 90 of its
+# named backgrounds go otherwise on validation prompts (1.0 on the held-out ones), here the green circle's black
+# (docs/results.md, "Guidance at the first steps empties the canvas").
+WRONG_BACKGROUNDS_AT_MOST = {"tiny-source": 0, "tiny-l2p": 1}
 
 
 @pytest.fixture(scope="module", params=["tiny-source", "tiny-l2p"])
@@ -61,7 +66,7 @@ def test_embedded_models_draw_the_named_background_and_an_object_of_the_named_co
         if background != parsed.background:
             wrong_background.append(seen[-1])
         colour_hits += wanted in colours
-    assert not wrong_background, f"{name}: " + "; ".join(wrong_background)
+    assert len(wrong_background) <= WRONG_BACKGROUNDS_AT_MOST[name], f"{name}: " + "; ".join(wrong_background)
     assert colour_hits >= COLOUR_HITS_AT_LEAST[name], f"{name}: {colour_hits} of {len(CASES)} drew the colour; " + "; ".join(seen)
 
 
