@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 SAMPLING_FILE = "sampling.json"
@@ -67,9 +67,6 @@ def l2p_guidance(zimage_guidance: float) -> float:
     return zimage_guidance + 1.0
 
 
-OPTIONAL = {"cfg_start"}  # keys a sampling.json may leave out
-
-
 def read_sampling(folder: str | os.PathLike) -> SamplingSettings | None:
     """The folder's settings, or None when it has no `sampling.json` (a Hub model: use the release's defaults)."""
     path = Path(folder) / SAMPLING_FILE
@@ -79,10 +76,12 @@ def read_sampling(folder: str | os.PathLike) -> SamplingSettings | None:
         values = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from None
-    required = {field.name for field in fields(SamplingSettings) if field.name not in OPTIONAL}
-    if not isinstance(values, dict) or not required <= set(values) <= required | OPTIONAL:
+    # The fields with a default (cfg_start) may be left out of the file; the others must be there.
+    required = {field.name for field in fields(SamplingSettings) if field.default is MISSING}
+    optional = {field.name for field in fields(SamplingSettings)} - required
+    if not isinstance(values, dict) or not required <= set(values) <= required | optional:
         got = sorted(values) if isinstance(values, dict) else type(values).__name__
-        raise ValueError(f"{path} must hold exactly {sorted(required)} (and optionally {sorted(OPTIONAL)}), got {got}")
+        raise ValueError(f"{path} must hold exactly {sorted(required)} (and optionally {sorted(optional)}), got {got}")
     return SamplingSettings(**values)
 
 
