@@ -71,9 +71,9 @@ DEFAULTS = DEMO.defaults
 # A native high-resolution model is served (L2P_HR_MODEL, or the embedded one): Compare at its size shows three.
 HAS_HR = DEMO.models.hr is not None
 # Where the pixel model's folder starts guidance later than the first step (sampling.json's cfg_start), say so.
-_PIXEL_CFG_START = DEMO.models.pixel_sampling.cfg_start if DEMO.models.pixel_sampling else 0.0
-GUIDANCE_INFO = (f"The pixel model leaves its noisiest steps unguided (normalised time below {_PIXEL_CFG_START:g}, "
-                 "as its sampling.json says): guided there, it draws empty canvases." if _PIXEL_CFG_START else None)
+GUIDANCE_INFO = (f"The pixel model leaves its noisiest steps unguided (normalised time below "
+                 f"{DEMO.models.pixel_cfg_start:g}, as its sampling.json says): guided there, it draws empty canvases."
+                 if DEMO.models.pixel_cfg_start else None)
 
 HEADER = (
     "# L2P: latent to pixel\n"

@@ -59,6 +59,16 @@ class LoadedModels:
     hr_shares_text_encoder: bool = False  # it reuses the pixel pipeline's text encoder
     hr_sampling: SamplingSettings | None = None
 
+    # Where each pixel pipeline's guidance starts (its sampling.json's cfg_start, L2PPipeline's argument): every run
+    # and image tag reads it here, so a folder without a sampling.json is guided from the first step everywhere.
+    @property
+    def pixel_cfg_start(self) -> float:
+        return self.pixel_sampling.cfg_start if self.pixel_sampling else 0.0
+
+    @property
+    def hr_cfg_start(self) -> float:
+        return self.hr_sampling.cfg_start if self.hr_sampling else 0.0
+
 
 def pick_device(config: DemoConfig) -> tuple[torch.device, torch.dtype, str | None]:
     """(device, dtype, a notice when the configured device is missing here and the CPU is used instead)."""

@@ -113,11 +113,6 @@ def _or_scheduler(shift: float | None, pipe) -> float:
     return float(pipe.scheduler.config.shift) if shift is None else shift
 
 
-def _cfg_start(sampling) -> float:
-    """Where a pixel pipeline's guidance starts: its folder's sampling.json's, else at the first step."""
-    return sampling.cfg_start if sampling is not None else 0.0
-
-
 def _noise(seed: int) -> torch.Generator:
     """The same seed gives the same noise in both pipelines and on every device: it is drawn on the CPU."""
     return torch.Generator("cpu").manual_seed(seed)
@@ -132,7 +127,7 @@ def _tag_pixel(image: Image.Image, models, plan, request, seed: int, pipeline: s
                guidance=request.guidance, seed=seed, width=plan.width, height=plan.height,
                model=models.hr_name if hr else models.pixel_name, rope=rope,
                shift=_or_scheduler(None, models.hr) if hr else _or_scheduler(request.shift, models.pixel),
-               cfg_start=_cfg_start(models.hr_sampling if hr else models.pixel_sampling),
+               cfg_start=models.hr_cfg_start if hr else models.pixel_cfg_start,
                dype=(request.dype_lambda_s, request.dype_lambda_t) if rope == "dype" else None)
 
 
@@ -153,7 +148,7 @@ def generate_run(models, plan, request, emit: Callable, cancel: threading.Event,
                 request.prompt, negative_prompt=request.negative_prompt or None, height=height, width=width,
                 num_inference_steps=request.steps, guidance_scale=request.guidance, generator=_noise(seed),
                 rope_scaling=request.rope_setting(plan.rope["pixel"]), shift=request.shift,
-                cfg_start=_cfg_start(models.pixel_sampling),
+                cfg_start=models.pixel_cfg_start,
                 callback_on_step_end=step_callback("pixel", request.steps, interval, emit, cancel, preview, index,
                                                    len(seeds)),
                 callback_on_step_end_tensor_inputs=["x0"],
@@ -220,7 +215,7 @@ def compare_run(models, plan, request, emit: Callable, cancel: threading.Event, 
             request.prompt, prompt_embeds=pixel_embeds[0], negative_prompt_embeds=pixel_embeds[1] or None,
             height=height, width=width, num_inference_steps=request.steps, guidance_scale=request.guidance,
             generator=_noise(request.seed), rope_scaling=request.rope_setting(plan.rope["pixel"]), shift=request.shift,
-            cfg_start=_cfg_start(models.pixel_sampling),
+            cfg_start=models.pixel_cfg_start,
             callback_on_step_end=step_callback("pixel", request.steps, interval, emit, cancel),
         ).images[0]
     stages.append(cost)
@@ -234,7 +229,7 @@ def compare_run(models, plan, request, emit: Callable, cancel: threading.Event, 
                 request.prompt, prompt_embeds=hr_embeds[0], negative_prompt_embeds=hr_embeds[1] or None,
                 height=height, width=width, num_inference_steps=request.steps, guidance_scale=request.guidance,
                 generator=_noise(request.seed), rope_scaling=request.rope_setting(plan.rope["hr"]),
-                cfg_start=_cfg_start(models.hr_sampling),
+                cfg_start=models.hr_cfg_start,
                 callback_on_step_end=step_callback("hr", request.steps, interval, emit, cancel),
             ).images[0]
         stages.append(cost)
