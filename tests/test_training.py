@@ -660,6 +660,24 @@ def test_an_hr_model_aligns_to_its_1x_base_which_it_starts_as(tmp_path):
     assert "token alignment to its 1x base model's tokens" in card and "source" not in card
 
 
+def test_an_hr_run_grows_its_model_with_the_runs_prediction_type():
+    """model.prediction_type reaches an HR variant (init: pixel) as it reaches a transfer: the grown model predicts
+    what the run says, not what its 1x base did (a merge sets the run's type, so training must have used it too)."""
+    from training.train import ModelConfig, initial_pixel_model
+
+    base = tiny.pixel_transformer(seed=2, patch_size=16, trained_grid=4).eval()
+    grown = {kind: initial_pixel_model(ModelConfig(init="pixel", patch_size=32, prediction_type=kind,
+                                                   detailer_channels=None), None, base).eval()
+             for kind in ("velocity", "blend")}
+    assert base.config.prediction_type == grown["velocity"].config.prediction_type == "velocity"
+    assert grown["blend"].config.prediction_type == "blend"
+    x, t = torch.randn(1, 3, 128, 128), torch.tensor([0.4])
+    captions = [torch.randn(5, base.config.cap_feat_dim)]
+    with torch.no_grad():
+        velocity, blend = (grown[kind](x, t, captions, return_dict=False)[0] for kind in ("velocity", "blend"))
+    assert not torch.allclose(velocity[0], blend[0])  # the same weights, read as a different output
+
+
 def test_a_faded_warm_start_trains_between_its_abrupt_end_and_no_end(source_dir, tmp_path):
     """flow.warm_start_fade: the step after the warm start still carries part of the alignment and the weighting
     (so the weights differ from an abrupt end and from the warm start kept on), and the card says so."""

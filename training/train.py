@@ -70,7 +70,8 @@ class ModelConfig:
     detailer_channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     trained_grid: int = 64
     n_shallow: int = 5
-    # pixel: what the Detailer Head predicts, "velocity" (the release) or "sample" (x0; L2PTransformer2DModel)
+    # pixel: what the Detailer Head predicts, "velocity" (the release), "sample" (x0) or "blend" (x0 - sigma * noise;
+    # L2PTransformer2DModel), for a transfer and an HR variant alike (an HR run sets it on the grown model)
     prediction_type: str = "velocity"
     freeze_policy: str = "release"
     # init: source or pixel: parts outside the blocks (l2p.transfer.PARTS) frozen on top of the policy, for ablations
@@ -339,7 +340,10 @@ def initial_pixel_model(m: ModelConfig, source_transformer, base: L2PTransformer
     the pixel model in `m.base` (init: pixel; `base`: that model when the caller has loaded it already)."""
     if m.init == "pixel":
         base = base if base is not None else pixel_base(m)
-        return grow_for_high_resolution(base, m.patch_size // base.config.patch_size, m.detailer_channels)
+        grown = grow_for_high_resolution(base, m.patch_size // base.config.patch_size, m.detailer_channels)
+        # What the head predicts is the run's choice, as `training.checkpoints.load_trained` sets it on a merge.
+        grown.register_to_config(prediction_type=m.prediction_type)
+        return grown
     return L2PTransformer2DModel.from_source(
         source_transformer, patch_size=m.patch_size, detailer_channels=m.detailer_channels,
         trained_grid=m.trained_grid, n_shallow=retrained_blocks(m.init, m.n_shallow, source_transformer),
