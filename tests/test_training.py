@@ -429,6 +429,7 @@ def test_merge_push_to_hub_offline_writes_everything_and_says_how_to_push(source
     card = (tmp_path / "pipeline" / "README.md").read_text()
     assert 'L2PPipeline.from_pretrained("someone/l2p-toy")' in card
     assert "**2 steps**" in card and "the EMA (decay 0.5)" in card and "| 0.500 | 0.750 |" in card
+    assert "The Detailer Head's output means x0 (`prediction_type: sample`)" in card
     # The merged weights are the run's EMA, unless --raw asks for the raw ones.
     merged_pipeline = L2PPipeline.from_pretrained(tmp_path / "pipeline")
     assert merged_pipeline.transformer.config.prediction_type == "sample"
