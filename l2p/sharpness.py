@@ -2,12 +2,13 @@
 colour to the object's own.
 
 For each object (a connected region off the background, found as the toy evaluator finds them: below), its
-colour distance from the background is expressed as a fraction of its contrast (the median distance inside it). The border's *width* is the area of
-the band where that fraction is between 10% and 90%, divided by the border's length (the pixels of the
-half-contrast outline): the mean 10-90% rise distance across the border, in pixels, whatever the object's
-size, shape or colour. Toy renders (antialiased vector drawing) measure 0.9 at any resolution; Gaussian blurs
-of sigma 1, 2, 3 px make them 2.9, 5.6, 7.9 (a blurred step's 10-90% rise is 2.56 sigma). A VAE, which rebuilds each 8x8 block from 16 numbers, widens borders; a pixel-space
-model need not, which is what this measures.
+colour distance from the background is expressed as a fraction of its contrast (the median distance inside it).
+The border's *width* is the area of the band where that fraction is between 10% and 90%, divided by the border's
+length (the pixels of the half-contrast outline): the mean 10-90% rise distance across the border, in pixels,
+whatever the object's size, shape or colour. Toy renders (antialiased vector drawing) measure 0.9 at any
+resolution; Gaussian blurs of sigma 1, 2, 3 px make them 2.9, 5.6, 7.9 (a blurred step's 10-90% rise is 2.56
+sigma). A VAE, which rebuilds each 8x8 block from 16 numbers, widens borders; a pixel-space model need not, which
+is what this measures.
 
 Which regions are objects, and where their outline runs, is read as the toy evaluator reads them
 (l2p.toyworld.evaluate): after a 3x3 mean, beyond its `FOREGROUND_DISTANCE` from the background, and at least its
@@ -24,7 +25,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .toyworld.evaluate import FOREGROUND_DISTANCE, MIN_OBJECT_AREA
+from .toyworld.evaluate import FOREGROUND_DISTANCE, MIN_OBJECT_AREA, box_blur3
 
 MIN_OBJECT_PIXELS = 30  # smaller specks have no interior to measure a contrast from
 MARGIN = 4  # pixels around an object searched for the faint start of its border
@@ -38,7 +39,7 @@ def edge_widths(image: Image.Image | np.ndarray) -> list[float]:
     background = np.median(rgb.reshape(-1, 3), axis=0)  # flat backgrounds cover most of every toy image
     distance = np.linalg.norm(rgb - background, axis=-1)
     # Grain averaged out (in colour, before the distance, which would add up its magnitude), borders kept in place.
-    smooth = np.linalg.norm(ndimage.uniform_filter(rgb, size=(3, 3, 1), mode="nearest") - background, axis=-1)
+    smooth = np.linalg.norm(box_blur3(rgb) - background, axis=-1)
     labels, _ = ndimage.label(smooth > FOREGROUND_DISTANCE / 255)  # where the toy evaluator looks for objects
     min_pixels = max(MIN_OBJECT_PIXELS, MIN_OBJECT_AREA * min(distance.shape) ** 2)
     widths = []

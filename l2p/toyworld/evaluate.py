@@ -111,7 +111,7 @@ def detect(image: Image.Image) -> tuple[str, tuple[DetectedObject, ...]]:
     array = np.asarray(rgb)
     background = _dominant_color(array)
     # A 3x3 mean takes the edge off pixel noise and JPEG speckle; it is linear, so the shape features hold.
-    pixels = _box_blur3(array.astype(np.float32))
+    pixels = box_blur3(array.astype(np.float32))
     offsets = pixels - background
     labels, count = ndimage.label(np.einsum("ijc,ijc->ij", offsets, offsets) > FOREGROUND_DISTANCE**2)
     min_area = MIN_OBJECT_AREA * min(pixels.shape[:2]) ** 2
@@ -144,7 +144,7 @@ def _as_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _box_blur3(pixels: np.ndarray) -> np.ndarray:
+def box_blur3(pixels: np.ndarray) -> np.ndarray:
     """3x3 mean with edge replication (shifted sums: several times faster than ndimage on H x W x 3)."""
     padded = np.pad(pixels, ((1, 1), (1, 1), (0, 0)), mode="edge")
     rows = padded[:-2] + padded[1:-1] + padded[2:]
