@@ -38,17 +38,20 @@ def high_resolution_channels(base_channels, factor: int) -> list[int]:
     return channels
 
 
-def grow_for_high_resolution(model: L2PTransformer2DModel, factor: int, detailer_channels=None) -> L2PTransformer2DModel:
+def grow_for_high_resolution(model: L2PTransformer2DModel, factor: int, detailer_channels=None,
+                             prediction_type: str | None = None) -> L2PTransformer2DModel:
     """A pixel model for `factor` x the side of `model`'s native size, initialised from `model` (see above).
 
     `detailer_channels`: the HR head's widths; they must end with the 1x head's and add one level per doubling
-    (default: `high_resolution_channels`)."""
+    (default: `high_resolution_channels`). `prediction_type`: what the grown head predicts (default: `model`'s)."""
     base = model.config
     channels = growth_channels(base.detailer_channels, factor, detailer_channels)
     extra = _doublings(factor)
     config = {key: value for key, value in base.items() if not key.startswith("_")}
     config.update(patch_size=base.patch_size * factor, detailer_channels=channels,
                   noise_pooling=base.get("noise_pooling", 1) * factor)
+    if prediction_type is not None:
+        config.update(prediction_type=prediction_type)
     reference = next(model.parameters())
     grown = L2PTransformer2DModel.from_config(config)
     if (reference.device, reference.dtype) != (grown.device, grown.dtype):

@@ -340,10 +340,9 @@ def initial_pixel_model(m: ModelConfig, source_transformer, base: L2PTransformer
     the pixel model in `m.base` (init: pixel; `base`: that model when the caller has loaded it already)."""
     if m.init == "pixel":
         base = base if base is not None else pixel_base(m)
-        grown = grow_for_high_resolution(base, m.patch_size // base.config.patch_size, m.detailer_channels)
         # What the head predicts is the run's choice, as `training.checkpoints.load_trained` sets it on a merge.
-        grown.register_to_config(prediction_type=m.prediction_type)
-        return grown
+        return grow_for_high_resolution(base, m.patch_size // base.config.patch_size, m.detailer_channels,
+                                        prediction_type=m.prediction_type)
     return L2PTransformer2DModel.from_source(
         source_transformer, patch_size=m.patch_size, detailer_channels=m.detailer_channels,
         trained_grid=m.trained_grid, n_shallow=retrained_blocks(m.init, m.n_shallow, source_transformer),
