@@ -50,7 +50,9 @@ SOURCE_CONFIG_KEYS = (
 )
 
 
-PREDICTION_TYPES = ("velocity", "sample", "blend")
+# What the Detailer Head's output means under each prediction_type (the model always returns x0 - noise).
+PREDICTION_TYPES = {"velocity": "x0 - noise, the velocity", "sample": "x0",
+                    "blend": "x0 - sigma * noise (the velocity at sigma 1, x0 at 0)"}
 # With prediction_type "sample", (x0 - x_t) / sigma divides by at least this: near sigma 0 an error in x0 would
 # otherwise be amplified without bound (JiT clips the same denominator at 0.05).
 SAMPLE_PREDICTION_MIN_SIGMA = 0.05
@@ -115,7 +117,7 @@ class L2PTransformer2DModel(ZImageTransformer2DModel):
         if not (isinstance(noise_pooling, int) and noise_pooling >= 1):
             raise ValueError(f"noise_pooling must be an integer >= 1, got {noise_pooling!r}")
         if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"prediction_type {prediction_type!r} is not one of {PREDICTION_TYPES}")
+            raise ValueError(f"prediction_type {prediction_type!r} is not one of {tuple(PREDICTION_TYPES)}")
         if patch_size % 2 ** len(detailer_channels):
             raise ValueError(
                 f"patch_size {patch_size} must be a multiple of 2**len(detailer_channels) = "

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 
 from l2p import L2PPipeline, L2PTransformer2DModel
 from l2p.sampling import RELEASE_SAMPLING, SamplingSettings, l2p_guidance, read_sampling, write_sampling
+from l2p.transformer_l2p import PREDICTION_TYPES
 
 from .files import atomic_directory, atomic_path
 from .checkpoints import load_trained, read_state, run_config
@@ -65,8 +66,6 @@ def pixel_sampling(model: L2PTransformer2DModel, source_folder: str, steps: int 
 
 
 SCORE_KEYS = ("overall", "single_object", "two_object", "counting", "colors", "position", "color_attr")
-# What a pixel model's head predicts, for the card (l2p.transformer_l2p: "velocity" is the release's, said by the loss line).
-HEAD_OUTPUTS = {"sample": "x0", "blend": "x0 - sigma * noise (the velocity at sigma 1, x0 at 0)"}
 
 
 def extra_loss_clause(flow: dict, weight: str, steps: str, term: str, after: str = "") -> str:
@@ -116,7 +115,7 @@ def training_section(state: dict, trained: set[str], model: L2PTransformer2DMode
         f"{total:,} parameters trained ({count / total:.0%}), on `{config['data'].get('path') or config['data']['kind']}`.",
         "",
         f"- Loss: velocity MSE, {f['grid_steps']}-point sigma grid shifted by {f['shift']}" + loss_clauses(f),
-        *([f"- The Detailer Head's output means {HEAD_OUTPUTS[m['prediction_type']]} (`prediction_type: {m['prediction_type']}`); "
+        *([f"- The Detailer Head's output means {PREDICTION_TYPES[m['prediction_type']]} (`prediction_type: {m['prediction_type']}`); "
            "the model turns it into the velocity"] if m.get("prediction_type", "velocity") != "velocity" else []),
         f"- AdamW lr {o['lr']:g}{warm_rate} ({o['schedule']}, warm-up {o['warmup_steps']}), weight decay {o['weight_decay']}, "
         f"batch {o['batch_size']} x {accumulation} accumulation per process, {config['mixed_precision']} mixed precision",
