@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from l2p.high_resolution import grow_for_high_resolution
 from l2p.sampling import read_sampling
 from l2p.transformer_l2p import dit_noise_level
 from training.config import ConfigError, load_config, to_dict
+from training.toy_data import border_weights, object_weights, to_tensor
 from training.train import TrainConfig, run, validate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +50,21 @@ def environment():
     return env
 
 
+def test_border_weights_ring_every_objects_border_on_both_sides_and_nothing_else():
+    from scipy import ndimage
+    from l2p.toyworld.render import render_prompt
+
+    images = torch.stack([to_tensor(render_prompt(p, 256, seed=s)) for s, p in enumerate(["a square", "three circles"])])
+    weights = border_weights(images, 10.0)
+    assert set(weights.unique().tolist()) == {1.0, 11.0}
+    radius = 256 // 64
+    for objects, ring in zip((object_weights(images, 1.0) > 1)[:, 0].numpy(), (weights > 1)[:, 0].numpy()):
+        outline = objects & ~ndimage.binary_erosion(objects)
+        assert outline.any() and ring[outline].all()  # every border pixel, inside and out
+        near = ndimage.binary_dilation(outline, iterations=radius, structure=np.ones((3, 3)))
+        assert not ring[~near].any()  # the object's interior and the background beyond the ring keep weight 1
+
+
 @pytest.mark.parametrize(
     "overrides, field",
     [
@@ -69,6 +86,8 @@ def environment():
         (["flow.align_weight=1", "flow.align_to=base"], "flow.align_to"),  # a transfer has no 1x base to align to
         (["flow.align_noise=same"], "flow.align_noise"),
         (["flow.warm_start_fade=100"], "flow.warm_start_fade"),  # the fade of a warm start there is not
+        (["flow.border_weight=-1"], "flow.border_weight"),
+        (["model.kind=latent", "flow.border_weight=4"], "flow.border_weight"),  # latents have no borders to find
         (["checkpoint_every=0"], "checkpoint_every"),  # once crashed the first step with a division by zero
         (["sample_cfg_start=1.5"], "sample_cfg_start"),
         (["model.kind=latent", "sample_cfg_start=0.1"], "sample_cfg_start"),  # ZImagePipeline has no guidance interval
@@ -729,3 +748,16 @@ def test_warm_start_is_a_run_resumed_with_the_plain_loss(source_dir, tmp_path, w
     merge(warm, None, tmp_path / "pipeline")
     card = (tmp_path / "pipeline" / "README.md").read_text()
     assert all(text in card for text in card_texts), card
+
+
+def test_a_border_weighted_run_trains_otherwise_than_a_plain_one_and_its_card_says_so(source_dir, tmp_path):
+    """flow.border_weight reaches the loss (the same batches and noise, other weights after one step)."""
+    common = {"max_steps": 1, "log_with": "none", "checkpoint_every": 1}
+    def trained(name, **extra):
+        return load_file(str(run(load_config(TrainConfig, None, pixel_overrides(source_dir, tmp_path / name, **common, **extra)))
+                             / "trainable.safetensors"))
+    plain, ringed = trained("plain"), trained("ringed", **{"flow.border_weight": 10.0})
+    assert any(not torch.equal(plain[k], ringed[k]) for k in plain)
+    from training.merge import loss_clauses
+
+    assert "border weighted 1 + 10 more in the MSE (not the paper's recipe) throughout" in loss_clauses({"border_weight": 10.0})

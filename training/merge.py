@@ -79,8 +79,8 @@ def extra_loss_clause(flow: dict, weight: str, steps: str, term: str, after: str
 
 
 def loss_clauses(flow: dict) -> str:
-    """The token alignment (training.alignment), the source's decoded estimate as a target and the object weighting,
-    as the run used them."""
+    """The token alignment (training.alignment), the source's decoded estimate as a target, the object weighting
+    and the border weighting, as the run used them."""
     teacher = "its 1x base model's" if flow.get("align_to") == "base" else "the source's"
     noise = " on the pixel model's own noise" if flow.get("align_noise") == "shared" else ""
     return (extra_loss_clause(flow, "align_weight", "align_steps",
@@ -89,7 +89,9 @@ def loss_clauses(flow: dict) -> str:
             + extra_loss_clause(flow, "teach_weight", "align_steps",
                                 "plus the clean estimate pulled toward the source's, drawn by its VAE (weight {weight:g}, not the paper's recipe)")
             + extra_loss_clause(flow, "object_weight", "object_weight_steps",
-                                "off-background pixels weighted 1 + {weight:g} in the MSE (not the paper's recipe)"))
+                                "off-background pixels weighted 1 + {weight:g} in the MSE (not the paper's recipe)")
+            + (f"; a ring around every object's border weighted 1 + {flow['border_weight']:g} more in the MSE (not the "
+               "paper's recipe) throughout" if flow.get("border_weight") else ""))
 
 
 def training_section(state: dict, trained: set[str], model: L2PTransformer2DModel, scores: dict | None,

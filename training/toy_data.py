@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from l2p.toyworld import render_prompt, sample_prompts
 
@@ -37,3 +38,15 @@ def object_weights(images: torch.Tensor, object_weight: float) -> torch.Tensor:
     background = images.flatten(2).median(dim=2).values[:, :, None, None]
     off_background = (images - background).abs().amax(dim=1, keepdim=True) > 0.05
     return 1.0 + object_weight * off_background.float()
+
+
+def border_weights(images: torch.Tensor, border_weight: float) -> torch.Tensor:
+    """(B, 1, H, W) loss weights: 1, plus `border_weight` within 1/64 of the side of where an image leaves its
+    background colour (8 px at 512: a ring on both sides of every object's border, where the HR model's borders
+    measured 10-15 px wide)."""
+    off_background = (object_weights(images, 1.0) - 1.0)
+    radius = max(1, images.shape[-1] // 64)
+    size = 2 * radius + 1
+    dilated = F.max_pool2d(off_background, size, stride=1, padding=radius)
+    eroded = -F.max_pool2d(-off_background, size, stride=1, padding=radius)
+    return 1.0 + border_weight * (dilated - eroded)

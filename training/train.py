@@ -52,7 +52,7 @@ from .flow import flow_matching_loss, noised, predict, sigma_grid
 from .initialization import adaln_zero_init
 from .precision import MIXED_PRECISIONS, resolve_mixed_precision
 from .semantic import SemanticProbe, token_labels
-from .toy_data import object_weights, to_tensor
+from .toy_data import border_weights, object_weights, to_tensor
 
 
 @dataclass
@@ -133,6 +133,10 @@ class FlowConfig:
     # With object_weight: the weighting is on for the first object_weight_steps steps only, the plain MSE after them
     # (part of the transfer's warm start, with align_steps); 0 = on throughout.
     object_weight_steps: int = 0
+    # Pixel models on toy images: extra loss weight on a ring around every object's border (`border_weights`), on
+    # top of any object weighting and throughout the run. The HR head drew borders 10-15 px wide from renders whose
+    # own are 1 px; the ring is a few percent of the pixels, so unweighted it is a few percent of the loss.
+    border_weight: float = 0.0
     # Toy source only: weight of the semantic-alignment loss (training.semantic), a linear probe on the image
     # tokens leaving block `semantic_block` that must name what the clean image holds at each token; 0 = off.
     semantic_weight: float = 0.0
@@ -298,6 +302,10 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError("flow.semantic_weight needs model.kind: latent and data.kind: toy (it reads the renders' layouts)")
     if config.flow.object_weight < 0 or config.flow.semantic_weight < 0:
         raise ConfigError("flow.object_weight and flow.semantic_weight must be >= 0")
+    if config.flow.border_weight < 0:
+        raise ConfigError("flow.border_weight must be >= 0")
+    if config.flow.border_weight and config.model.kind != "pixel":
+        raise ConfigError("flow.border_weight weights a pixel model's loss (model.kind: pixel); a latent has no borders to find")
     if not 0 <= config.ema_decay < 1:
         raise ConfigError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
     if config.max_steps < 1 or config.optim.batch_size < 1 or config.optim.gradient_accumulation_steps < 1:
@@ -465,7 +473,11 @@ class Trainer:
         weight = flow.object_weight * warm_start_share(self.step, flow.object_weight_steps, flow.warm_start_fade)
         if self.config.model.kind == "pixel":
             pixels = torch.stack([to_tensor(item.load()) for item in items]).to(device)
-            return pixels, object_weights(pixels, weight) if weight else None
+            weights = object_weights(pixels, weight) if weight else None
+            if flow.border_weight:
+                ring = border_weights(pixels, flow.border_weight)
+                weights = ring if weights is None else weights + ring - 1.0
+            return pixels, weights
         latents, coverage = self.encoded(items)
         return latents, 1.0 + weight * coverage if weight else None
 
