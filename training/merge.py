@@ -68,13 +68,15 @@ def pixel_sampling(model: L2PTransformer2DModel, source_folder: str, steps: int 
 SCORE_KEYS = ("overall", "single_object", "two_object", "counting", "colors", "position", "color_attr")
 
 
-def extra_loss_clause(flow: dict, weight: str, steps: str, term: str, after: str = "") -> str:
-    """A loss term beyond the paper's velocity MSE (`flow.<weight>`, on for the first `flow.<steps>` steps or, at 0,
-    throughout) in the card's loss line, when the run used it; `term` formats the weight as {weight}."""
+def extra_loss_clause(flow: dict, weight: str, steps: str | None, term: str, after: str = "") -> str:
+    """A loss term beyond the paper's velocity MSE (`flow.<weight>`, on for the first `flow.<steps>` steps or, at 0
+    or for a term with no `steps` setting (None), throughout) in the card's loss line, when the run used it; `term`
+    formats the weight as {weight}."""
     if not flow.get(weight):
         return ""
-    fade = f", fading out over {flow['warm_start_fade']} more" if flow.get(steps) and flow.get("warm_start_fade") else ""
-    span = f"for the first {flow[steps]} steps{fade}{after}" if flow.get(steps) else "throughout"
+    limit = flow.get(steps) if steps is not None else 0
+    fade = f", fading out over {flow['warm_start_fade']} more" if limit and flow.get("warm_start_fade") else ""
+    span = f"for the first {limit} steps{fade}{after}" if limit else "throughout"
     return f"; {term.format(weight=flow[weight])} {span}"
 
 
@@ -90,8 +92,8 @@ def loss_clauses(flow: dict) -> str:
                                 "plus the clean estimate pulled toward the source's, drawn by its VAE (weight {weight:g}, not the paper's recipe)")
             + extra_loss_clause(flow, "object_weight", "object_weight_steps",
                                 "off-background pixels weighted 1 + {weight:g} in the MSE (not the paper's recipe)")
-            + (f"; a ring around every object's border weighted 1 + {flow['border_weight']:g} more in the MSE (not the "
-               "paper's recipe) throughout" if flow.get("border_weight") else ""))
+            + extra_loss_clause(flow, "border_weight", None,
+                                "a ring around every object's border weighted 1 + {weight:g} more in the MSE (not the paper's recipe)"))
 
 
 def training_section(state: dict, trained: set[str], model: L2PTransformer2DModel, scores: dict | None,

@@ -31,22 +31,26 @@ def toy_batch(step: int, batch_size: int, resolution: int, seed: int = 0, rank: 
     return images, prompts, seeds
 
 
-def object_weights(images: torch.Tensor, object_weight: float) -> torch.Tensor:
-    """(B, 1, H, W) loss weights: 1 on the background, 1 + object_weight where a pixel is off its colour.
+def off_background(images: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) float mask: 1 where a pixel is off its image's background colour, 0 on it.
 
     The background is each image's per-channel median, since it covers most of every toy render."""
     background = images.flatten(2).median(dim=2).values[:, :, None, None]
-    off_background = (images - background).abs().amax(dim=1, keepdim=True) > 0.05
-    return 1.0 + object_weight * off_background.float()
+    return ((images - background).abs().amax(dim=1, keepdim=True) > 0.05).float()
+
+
+def object_weights(images: torch.Tensor, object_weight: float) -> torch.Tensor:
+    """(B, 1, H, W) loss weights: 1 on the background, 1 + object_weight where a pixel is off its colour."""
+    return 1.0 + object_weight * off_background(images)
 
 
 def border_weights(images: torch.Tensor, border_weight: float) -> torch.Tensor:
     """(B, 1, H, W) loss weights: 1, plus `border_weight` within 1/64 of the side of where an image leaves its
     background colour (8 px at 512: a ring on both sides of every object's border, where the HR model's borders
     measured 10-15 px wide)."""
-    off_background = (object_weights(images, 1.0) - 1.0)
+    objects = off_background(images)
     radius = max(1, images.shape[-1] // 64)
     size = 2 * radius + 1
-    dilated = F.max_pool2d(off_background, size, stride=1, padding=radius)
-    eroded = -F.max_pool2d(-off_background, size, stride=1, padding=radius)
+    dilated = F.max_pool2d(objects, size, stride=1, padding=radius)
+    eroded = -F.max_pool2d(-objects, size, stride=1, padding=radius)
     return 1.0 + border_weight * (dilated - eroded)
